@@ -1,0 +1,1 @@
+"""Reviews in: file layouts, SQL selection, text preprocessing and SageMaker channel formats."""
