@@ -1,0 +1,1 @@
+"""Job launching: local job folders, Docker, SageMaker and Athena through boto3, reports."""
