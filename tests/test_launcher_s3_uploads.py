@@ -149,7 +149,7 @@ def test_download_prefix_round_trip(s3, channel_dir, tmp_path):
 def test_download_prefix_rejects_escaping_keys(s3, tmp_path):
     s3.put_object(Bucket=BUCKET, Key="runs/job/../../escape.txt", Body=b"x")
 
-    with pytest.raises(UserError, match="outside"):
+    with pytest.raises(UserError, match="leaves the download folder"):
         s3_uploads.download_prefix(f"s3://{BUCKET}/runs/job/", tmp_path / "copy", client=s3)
 
 

@@ -47,6 +47,8 @@ def channel_content_type(content_type: str, algorithm: str) -> str:
     return "text/csv;label_size=1" if algorithm == "rating" else "text/csv;label_size=0"
 NOT_SELECTED = "not_selected"
 EMPTY_AFTER_PREPROCESSING = "empty_after_preprocessing"
+# For `rating`: the split as text lines for the built-in BlazingText, which compare uses.
+BLAZINGTEXT_FOLDER = "blazingtext"
 
 # Vocabulary settings per algorithm. ntm follows the SageMaker NTM workshop on Amazon reviews
 # (CountVectorizer max_features=2000, min_df=2, max_df=0.95); kmeans its TF-IDF k-means
@@ -232,6 +234,7 @@ def prepare_channels(options: PrepareOptions) -> PreparedChannels:
     # drop documents that preprocessing left empty
     records = {}
     channels = {}
+    kept_texts = {}
     for name, matrix in features.items():
         keep = np.asarray(matrix.getnnz(axis=1) > 0)
         empty = int((~keep).sum())
@@ -240,6 +243,7 @@ def prepare_channels(options: PrepareOptions) -> PreparedChannels:
             report.skipped[EMPTY_AFTER_PREPROCESSING] = \
                 report.skipped.get(EMPTY_AFTER_PREPROCESSING, 0) + empty
         channels[name] = (matrix[keep], ratings[splits[name]][keep])
+        kept_texts[name] = [texts[i] for i, kept in zip(splits[name], keep) if kept]
         records[name] = int(keep.sum())
     if records["train"] == 0:
         raise UserError("every training document is empty after preprocessing; "
@@ -259,7 +263,9 @@ def prepare_channels(options: PrepareOptions) -> PreparedChannels:
         extra={"source": {"reviews": options.reviews, "engine": options.engine,
                           "selection": dataclasses.asdict(options.selection)}},
     )
-    _write_output(options, channels, featurizer, manifest)
+    blazingtext = blazingtext_lines(featurizer, channels, kept_texts) \
+        if options.algorithm == "rating" else {}
+    _write_output(options, channels, featurizer, manifest, blazingtext)
     logger.info("Wrote channels to %s: %s records (train/validation/test), feature_dim %d",
                 options.out, "/".join(str(records[c]) for c in ("train", "validation", "test")),
                 manifest.feature_dim)
@@ -284,23 +290,39 @@ def _check_vocabulary(featurizer: Featurizer, options: PrepareOptions) -> None:
         logger.warning("%s; feature_dim will be %d", message, size)
 
 
+def blazingtext_lines(featurizer: Featurizer, channels: dict, texts: dict[str, list[str]]
+                      ) -> dict[str, str]:
+    """The same split as BlazingText's supervised input: `__label__<stars> <tokens>` lines.
+
+    SageMaker's built-in BlazingText reads text, not feature rows, so the comparison with it
+    needs these files; the tokens are the featurizer's preprocessed words, without n-grams.
+    """
+    lines = {}
+    for name, (_, labels) in channels.items():
+        words = (" ".join(featurizer.preprocessor(text)) for text in texts[name])
+        lines[name] = "".join(f"__label__{int(label)} {text}\n"
+                              for label, text in zip(labels, words))
+    return lines
+
+
 def _write_output(options: PrepareOptions, channels: dict, featurizer: Featurizer,
-                  manifest: Manifest) -> None:
+                  manifest: Manifest, blazingtext: dict[str, str]) -> None:
     """Write every channel into a temporary folder and move it into place as a whole."""
     if is_s3_uri(options.out):
         staging = Path(tempfile.mkdtemp(prefix="review-nlp-channels-"))
         try:
-            _write_channels(staging, options, channels, featurizer, manifest)
+            _write_channels(staging, options, channels, featurizer, manifest, blazingtext)
             upload_folder(staging, options.out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return
     with atomic_directory(options.out) as staging:
-        _write_channels(staging, options, channels, featurizer, manifest)
+        _write_channels(staging, options, channels, featurizer, manifest, blazingtext)
 
 
 def _write_channels(folder: Path, options: PrepareOptions, channels: dict,
-                    featurizer: Featurizer, manifest: Manifest) -> None:
+                    featurizer: Featurizer, manifest: Manifest,
+                    blazingtext: dict[str, str]) -> None:
     content_type = channel_content_type(options.content_type, options.algorithm)
     unsupervised_csv = content_type.endswith("label_size=0")
     for name, (matrix, labels) in channels.items():
@@ -309,4 +331,8 @@ def _write_channels(folder: Path, options: PrepareOptions, channels: dict,
     write_vocab_txt(folder / "auxiliary" / "vocab.txt", featurizer.vocabulary)
     (folder / "auxiliary" / "featurizer.json").write_text(
         json.dumps(featurizer.to_dict(), indent=2), encoding="utf-8")
+    for name, text in blazingtext.items():
+        target = folder / BLAZINGTEXT_FOLDER / name / f"{name}.txt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
     write_manifest(folder / "manifest.json", manifest)

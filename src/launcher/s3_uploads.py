@@ -1,4 +1,7 @@
-"""Uploads of channel folders and model archives to S3, and downloads back.
+"""Uploads of channel folders and model archives to S3, keyed by job.
+
+Single files go through `review_nlp.data.storage` (`upload_file`, `download_file`,
+`download_prefix`, re-exported here).
 
 Every upload lands under `<s3_prefix>/<job_name>/`, so two runs with different job names never
 write to the same keys. Channel prefixes end in "/" because SageMaker's `S3Prefix` data type
@@ -10,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from botocore.client import BaseClient
 
+from ..data.storage import download_file, download_prefix, upload_file  # noqa: F401  (re-exported)
 from ..errors import UserError
 from .aws import aws_client
 
@@ -89,15 +93,6 @@ def upload_channels(channel_dir: str | os.PathLike, s3_prefix: str, job_name: st
     return channel_uris
 
 
-def upload_file(path: str | os.PathLike, s3_uri: str, *, client: BaseClient | None = None) -> str:
-    """Upload one local file to `s3_uri` (a full object key) and return that URI."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file {path} not found")
-    _upload(client or aws_client("s3"), path, s3_uri)
-    return s3_uri
-
-
 def upload_model(model_archive: str | os.PathLike, s3_prefix: str, job_name: str, *,
                  overwrite: bool = False, client: BaseClient | None = None) -> str:
     """Upload a `model.tar.gz` to `<s3_prefix>/<job_name>/model/model.tar.gz` and return its URI.
@@ -111,44 +106,6 @@ def upload_model(model_archive: str | os.PathLike, s3_prefix: str, job_name: str
     destination = job_prefix(s3_prefix, job_name) + MODEL_FOLDER + "/"
     _check_empty(client, destination, overwrite)
     return upload_file(model_archive, destination + "model.tar.gz", client=client)
-
-
-def download_file(s3_uri: str, path: str | os.PathLike, *,
-                  client: BaseClient | None = None) -> Path:
-    """Download the object `s3_uri` to `path` (parent folders are created) and return `path`."""
-    bucket, key = parse_s3_uri(s3_uri)
-    if not key or key.endswith("/"):
-        raise UserError(f"s3_uri={s3_uri!r} must name an object, not a folder")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (client or aws_client("s3")).download_file(bucket, key, str(path))
-    return path
-
-
-def download_prefix(s3_uri: str, local_dir: str | os.PathLike, *,
-                    client: BaseClient | None = None) -> list[Path]:
-    """Download every object under the folder `s3_uri` into `local_dir`, keeping relative paths.
-
-    Returns the local paths written. Keys that would land outside `local_dir` (through "..")
-    raise `UserError`.
-    """
-    client = client or aws_client("s3")
-    bucket, prefix = parse_s3_uri(s3_uri)
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    root = Path(local_dir).resolve()
-    written = []
-    for key in _list_keys(client, bucket, prefix):
-        relative = PurePosixPath(key[len(prefix):])
-        if not relative.parts or key.endswith("/"):
-            continue
-        target = (root / relative).resolve()
-        if root not in target.parents:
-            raise UserError(f"S3 key {key!r} would be written outside {root}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(bucket, key, str(target))
-        written.append(target)
-    return written
 
 
 def _channel_folders(root: Path, channels: list[str] | None) -> list[Path]:

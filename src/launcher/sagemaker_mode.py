@@ -57,6 +57,26 @@ def channel_uris(channels: str, algorithm: str, job_name: str, s3_prefix: str | 
              for name, uri in uris.items() if name in (*DATA_CHANNELS, "auxiliary")}, manifest)
 
 
+def built_in_channel_uris(algorithm: str, channels: dict[str, Channel]) -> dict[str, Channel]:
+    """The built-in's view of the same data.
+
+    NTM gets only `auxiliary/vocab.txt` (an S3Prefix naming one object), because our
+    auxiliary folder also holds featurizer.json. BlazingText reads text, so the rating
+    comparison uses the `blazingtext/<channel>/` lines that `prepare` writes beside the
+    channels; `train` is required and `validation` used when present.
+    """
+    if algorithm == "rating":
+        root = channels["train"].s3_uri.rstrip("/").rsplit("/", 1)[0]
+        return {name: Channel(join_s3_uri(root, "blazingtext", name) + "/",
+                              content_type="text/plain")
+                for name in ("train", "validation") if name in channels}
+    built_in = {name: channel for name, channel in channels.items() if name != "auxiliary"}
+    if algorithm == "ntm" and "auxiliary" in channels:
+        built_in["auxiliary"] = Channel(channels["auxiliary"].s3_uri.rstrip("/") + "/vocab.txt",
+                                        content_type="text/plain")
+    return built_in
+
+
 def run_training_job(*, job_name: str, image_uri: str, role_arn: str, channels: dict[str, Channel],
                      output_path: str, hyperparameters: dict[str, str], algorithm: str | None,
                      metrics: list[dict[str, str]], args: argparse.Namespace,
@@ -136,8 +156,7 @@ def compare_on_sagemaker(args: argparse.Namespace, hyperparameters: dict[str, st
 
     rows = []
     built_in_name = make_job_name(f"builtin-{args.algorithm}")
-    built_in_channels = {name: channel for name, channel in channels.items()
-                         if args.algorithm != "rating" or name != "auxiliary"}
+    built_in_channels = built_in_channel_uris(args.algorithm, channels)
     jobs = [
         ("built-in " + args.algorithm, built_in_name, built_in_image_uri(args.algorithm, region),
          built_in_hyperparameters(args.algorithm, resolved), None, built_in_channels),
