@@ -122,8 +122,8 @@ def _add_train_parser(subparsers) -> None:
     parser.add_argument("--image", default="review-nlp:latest",
                         help="Docker image for --mode docker (default: review-nlp:latest)")
     sagemaker = parser.add_argument_group("--mode sagemaker")
-    sagemaker.add_argument("--image-uri", help="ECR URI of the pushed image (required there)")
-    sagemaker.add_argument("--role", help="SageMaker execution role ARN (required there)")
+    sagemaker.add_argument("--image-uri", help="ECR URI of the pushed image (required there; default: none)")
+    sagemaker.add_argument("--role", help="SageMaker execution role ARN or name (default: $SAGEMAKER_ROLE_ARN)")
     sagemaker.add_argument("--instance-type", default="ml.m5.xlarge",
                            help="training instance type (default: ml.m5.xlarge)")
     sagemaker.add_argument("--instance-count", type=int, default=1,
@@ -160,8 +160,8 @@ def _add_deploy_parser(subparsers) -> None:
                         help="server workers for local endpoints (default: 2)")
     parser.add_argument("--image", default="review-nlp:latest",
                         help="Docker image for --mode docker (default: review-nlp:latest)")
-    parser.add_argument("--image-uri", help="ECR image URI for --mode sagemaker")
-    parser.add_argument("--role", help="SageMaker execution role ARN for --mode sagemaker")
+    parser.add_argument("--image-uri", help="ECR image URI (required with --mode sagemaker; default: none)")
+    parser.add_argument("--role", help="SageMaker execution role ARN or name (required with --mode sagemaker; default: $SAGEMAKER_ROLE_ARN)")
     parser.add_argument("--instance-type", default="ml.m5.large",
                         help="hosting instance type (default: ml.m5.large)")
     parser.add_argument("--instance-count", type=int, default=1,
@@ -177,7 +177,7 @@ def _add_predict_parser(subparsers) -> None:
     parser.add_argument("--mode", choices=MODES, default="local",
                         help="where the endpoint runs (default: local)")
     parser.add_argument("--model", metavar="MODEL_TAR_GZ",
-                        help="model.tar.gz or model folder for a local batch transform")
+                        help="model.tar.gz or model folder for a local batch transform (default: none)")
     _add_source_options(parser)
     parser.add_argument("--text", action="append", default=[],
                         help="a review text to send; repeatable (default: none)")
@@ -213,11 +213,11 @@ def _add_compare_parser(subparsers) -> None:
     parser.add_argument("--mode", choices=("local", "sagemaker"), default="local",
                         help="local: against scikit-learn; sagemaker: against the built-in "
                              "(default: local)")
-    parser.add_argument("--image-uri", help="our image's ECR URI for --mode sagemaker")
-    parser.add_argument("--role", help="SageMaker execution role ARN for --mode sagemaker")
+    parser.add_argument("--image-uri", help="our image's ECR URI (required with --mode sagemaker; default: none)")
+    parser.add_argument("--role", help="SageMaker execution role ARN or name (required with --mode sagemaker; default: $SAGEMAKER_ROLE_ARN)")
     parser.add_argument("--instance-type", default="ml.m5.xlarge",
                         help="training instance type for both jobs (default: ml.m5.xlarge)")
-    parser.add_argument("--s3-prefix", help="s3:// prefix for uploads and outputs (sagemaker)")
+    parser.add_argument("--s3-prefix", help="s3:// prefix for uploads and outputs (required with --mode sagemaker; default: none)")
 
 
 def _add_demo_parser(subparsers) -> None:
