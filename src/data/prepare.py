@@ -273,21 +273,26 @@ def prepare_channels(options: PrepareOptions) -> PreparedChannels:
 
 
 def _check_vocabulary(featurizer: Featurizer, options: PrepareOptions) -> None:
+    """Reject a vocabulary smaller than an explicit --vocab-size; warn for the default one.
+
+    The built-in NTM fails without saying why when `feature_dim` and the vocabulary differ,
+    e.g. when `min_df=0.2` keeps 6 words of the 2,000 asked for.
+    """
     size = len(featurizer.vocabulary)
-    wanted = options.vocab_size or ALGORITHM_DEFAULTS[options.algorithm]["max_features"]
+    if options.vocab_size is not None:
+        featurizer.require_vocabulary_size(options.vocab_size, name="--vocab-size")
+        return
     if size < 2:
         raise UserError(
             f"the vocabulary has {size} word(s): min_df={featurizer.config.min_df} and "
             f"max_df={featurizer.config.max_df} removed almost every word; lower --min-df or "
             f"raise --max-df")
+    wanted = ALGORITHM_DEFAULTS[options.algorithm]["max_features"]
     if size < wanted:
-        message = (f"the vocabulary has {size} words, fewer than the {wanted} asked for: "
-                   f"min_df={featurizer.config.min_df} keeps only words in at least that many "
-                   f"documents and max_df={featurizer.config.max_df} drops the most common")
-        if options.vocab_size is not None:
-            raise UserError(message + "; lower --min-df, raise --max-df, or ask for a smaller "
-                                      "--vocab-size")
-        logger.warning("%s; feature_dim will be %d", message, size)
+        logger.warning("the vocabulary has %d words, fewer than the default %d: min_df=%s keeps "
+                       "only words in at least that many documents and max_df=%s drops the "
+                       "most common; feature_dim will be %d", size, wanted,
+                       featurizer.config.min_df, featurizer.config.max_df, size)
 
 
 def blazingtext_lines(featurizer: Featurizer, channels: dict, texts: dict[str, list[str]]
