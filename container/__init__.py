@@ -1,0 +1,1 @@
+"""The SageMaker container's programs: `train` and `serve` over the /opt/ml contract."""

@@ -92,7 +92,9 @@ def start_local_endpoint(name: str, model: Path, *, mode: str = "local", port: i
     root = state_dir() / name
     unpack_model(model, root)
     log_path = root / "serve.log"
-    env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), "MODEL_SERVER_WORKERS": str(workers)}
+    # Local endpoints listen on loopback only; SageMaker's own hosts listen on every address.
+    env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), "MODEL_SERVER_WORKERS": str(workers),
+           "REVIEW_NLP_BIND_HOST": "127.0.0.1"}
     if mode == "local":
         env["SAGEMAKER_BASE_DIR"] = str(root)
         with open(log_path, "ab") as log:
@@ -104,6 +106,7 @@ def start_local_endpoint(name: str, model: Path, *, mode: str = "local", port: i
     elif mode == "docker":
         command = ["docker", "run", "-d", "--network", "host", "-v", f"{root.resolve()}:/opt/ml",
                    "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", f"MODEL_SERVER_WORKERS={workers}",
+                   "-e", "REVIEW_NLP_BIND_HOST=127.0.0.1",
                    image, "serve"]
         container = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
         endpoint = LocalEndpoint(name, mode, port, str(root), container=container)

@@ -1,0 +1,220 @@
+"""Benchmark the neural topic model against scikit-learn's LatentDirichletAllocation.
+
+Both models learn the same number of topics from the same training split of real Amazon
+reviews. The table shows mean NPMI of each topic's top 10 words (document co-occurrence in the
+test split), topic uniqueness (TU) and WETC of the top 20 words, and training speed.
+Both NTM priors (dirichlet and gaussian) run, so the table shows which one gives the more
+coherent topics.
+
+    .venv/bin/python bench/ntm.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.decomposition import LatentDirichletAllocation
+from sklearn.feature_extraction.text import CountVectorizer
+from threadpoolctl import threadpool_limits
+
+from review_nlp.models import topic_metrics
+from review_nlp.models.glove import GloveUnavailable, glove_vectors
+from review_nlp.models.ntm import (
+    NPMI_TOP_WORDS,
+    TOPIC_TOP_WORDS,
+    NeuralTopicModel,
+    NTMConfig,
+)
+from review_nlp.models.training import FeatureData
+
+DEFAULT_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data" / "reviews"
+                / "marc_en_train.csv")
+
+
+@dataclasses.dataclass
+class Splits:
+    train: sp.csr_matrix
+    validation: sp.csr_matrix
+    test: sp.csr_matrix
+    vocabulary: list[str]
+
+
+def read_review_bodies(path: Path) -> list[str]:
+    """Review texts of a headerless `index, review_body, stars` CSV, duplicates removed."""
+    seen: set[str] = set()
+    texts = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.reader(handle):
+            if len(row) < 2:
+                continue
+            text = row[1].strip()
+            if text and text not in seen:
+                seen.add(text)
+                texts.append(text)
+    return texts
+
+
+def build_splits(texts: list[str], vocab_size: int, seed: int) -> Splits:
+    """Split 80/10/10, fit the vocabulary on the training texts and drop empty documents."""
+    order = np.random.default_rng(seed).permutation(len(texts))
+    n_train, n_validation = int(0.8 * len(texts)), int(0.1 * len(texts))
+    parts = np.split(order, [n_train, n_train + n_validation])
+    vectorizer = CountVectorizer(max_features=vocab_size, min_df=2, max_df=0.95,
+                                 stop_words="english", dtype=np.float32)
+    train = vectorizer.fit_transform([texts[i] for i in parts[0]])
+    validation, test = (vectorizer.transform([texts[i] for i in part]) for part in parts[1:])
+
+    def non_empty(matrix):
+        return sp.csr_matrix(matrix[np.asarray(matrix.sum(axis=1)).ravel() > 0])
+
+    return Splits(non_empty(train), non_empty(validation), non_empty(test),
+                  vectorizer.get_feature_names_out().tolist())
+
+
+def topic_scores(topic_word: np.ndarray, splits: Splits, vectors: np.ndarray | None
+                 ) -> dict[str, float]:
+    npmi, _ = topic_metrics.npmi_coherence(
+        topic_metrics.top_word_ids(topic_word, NPMI_TOP_WORDS), splits.test)
+    top_ids = topic_metrics.top_word_ids(topic_word, TOPIC_TOP_WORDS)
+    tu, _ = topic_metrics.topic_uniqueness(top_ids)
+    wetc = (topic_metrics.embedding_coherence(top_ids, vectors)[0]
+            if vectors is not None else float("nan"))
+    return {"npmi": npmi, "tu": tu, "wetc": wetc}
+
+
+def run_ntm(prior: str, splits: Splits, args) -> tuple[dict, NeuralTopicModel]:
+    overrides = {name: getattr(args, name) for name in
+                 ("epochs", "optimizer", "learning_rate", "mini_batch_size")
+                 if getattr(args, name) is not None}
+    config = NTMConfig(feature_dim=len(splits.vocabulary), num_topics=args.num_topics,
+                       prior=prior, seed=args.seed, **overrides)
+    model = NeuralTopicModel(config, device="cpu")
+    started = time.perf_counter()
+    model.fit(FeatureData(splits.train), FeatureData(splits.validation),
+              vocabulary=splits.vocabulary)
+    seconds = time.perf_counter() - started
+    result = {"model": f"NTM prior={prior}", "seconds": seconds,
+              "passes": len(model.history_),
+              "test_perplexity": float(np.exp(model.score(FeatureData(splits.test))
+                                              ["total_loss"]))}
+    return result, model
+
+
+def run_lda(splits: Splits, args) -> tuple[dict, LatentDirichletAllocation]:
+    lda = LatentDirichletAllocation(
+        n_components=args.num_topics, learning_method=args.lda_learning_method,
+        max_iter=args.lda_max_iter, random_state=args.seed)
+    started = time.perf_counter()
+    with threadpool_limits(args.threads):
+        lda.fit(splits.train)
+    seconds = time.perf_counter() - started
+    return {"model": f"sklearn LDA ({args.lda_learning_method})", "seconds": seconds,
+            "passes": lda.n_iter_, "test_perplexity": float("nan")}, lda
+
+
+def print_table(rows: list[dict], n_train: int) -> None:
+    header = (f"{'model':<24} {'NPMI':>7} {'TU':>6} {'WETC':>6} {'fit s':>7} {'passes':>6} "
+              f"{'docs/s':>8} {'test ppl':>9}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(f"{row['model']:<24} {row['npmi']:>7.4f} {row['tu']:>6.3f} {row['wetc']:>6.3f} "
+              f"{row['seconds']:>7.1f} {row['passes']:>6d} {n_train / row['seconds']:>8.0f} "
+              f"{row['test_perplexity']:>9.1f}")
+
+
+def print_comparison(ntm: dict, lda: dict) -> None:
+    print(f"\n{ntm['model']} vs LDA: NPMI {ntm['npmi']:+.4f} vs {lda['npmi']:+.4f} "
+          f"(difference {ntm['npmi'] - lda['npmi']:+.4f}), "
+          f"TU ratio {ntm['tu'] / lda['tu']:.2f}, "
+          f"training speed ratio {lda['seconds'] / ntm['seconds']:.2f}x")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="headerless CSV of index, review_body, stars "
+                             "(default: ../shared/data/reviews/marc_en_train.csv)")
+    parser.add_argument("--vocab-size", type=int, default=2000,
+                        help="CountVectorizer max_features (default: 2000)")
+    parser.add_argument("--num-topics", type=int, default=20, help="topics (default: 20)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the split and of both models (default: 0)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="torch threads for the NTM and BLAS threads for LDA "
+                             "(default: all CPU cores, os.cpu_count())")
+    parser.add_argument("--priors", default="dirichlet,gaussian",
+                        help="NTM priors to run, comma-separated (default: dirichlet,gaussian)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="NTM epochs (default: the NTMConfig default)")
+    parser.add_argument("--optimizer", default=None,
+                        help="NTM optimizer (default: the NTMConfig default)")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="NTM learning rate (default: the NTMConfig default)")
+    parser.add_argument("--mini-batch-size", type=int, default=None,
+                        help="NTM mini-batch size (default: the NTMConfig default)")
+    parser.add_argument("--lda-max-iter", type=int, default=20,
+                        help="LDA passes over the training data (default: 20)")
+    parser.add_argument("--lda-learning-method", default="online", choices=["online", "batch"],
+                        help="LDA variational Bayes update (default: online)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the NTM's training log (default: warnings only)")
+    parser.add_argument("--show-topics", action="store_true",
+                        help="print the top 10 words of every topic (default: off)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(message)s")
+    torch.set_num_threads(args.threads)
+
+    texts = read_review_bodies(args.data)
+    splits = build_splits(texts, args.vocab_size, args.seed)
+    words_per_doc = splits.train.sum() / splits.train.shape[0]
+    print(f"{len(texts)} unique reviews -> train {splits.train.shape[0]}, validation "
+          f"{splits.validation.shape[0]}, test {splits.test.shape[0]} non-empty documents; "
+          f"vocabulary {len(splits.vocabulary)}, {words_per_doc:.1f} words per training "
+          f"document; {args.num_topics} topics; {args.threads} threads\n")
+    try:
+        vectors = glove_vectors(splits.vocabulary)[0]
+    except GloveUnavailable as error:
+        print(f"WETC not computed: {error}", file=sys.stderr)
+        vectors = None
+
+    rows, topics = [], {}
+    for prior in args.priors.split(","):
+        result, model = run_ntm(prior, splits, args)
+        result.update(topic_scores(model.topic_word_matrix(), splits, vectors))
+        rows.append(result)
+        topics[result["model"]] = model.topic_word_matrix()
+    lda_result, lda = run_lda(splits, args)
+    lda_result.update(topic_scores(lda.components_, splits, vectors))
+    topics[lda_result["model"]] = lda.components_
+
+    print_table(rows + [lda_result], splits.train.shape[0])
+    best = max(rows, key=lambda row: row["npmi"])
+    print(f"\nMost coherent NTM prior by NPMI: {best['model']}")
+    for row in rows:
+        print_comparison(row, lda_result)
+    if args.show_topics:
+        for name, topic_word in topics.items():
+            print(f"\n{name}:")
+            for ids in topic_metrics.top_word_ids(topic_word, 10):
+                print("  " + " ".join(splits.vocabulary[i] for i in ids))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
