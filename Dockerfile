@@ -2,12 +2,13 @@
 # `docker run IMAGE serve` (ENTRYPOINT below; CMD defaults to train).
 #
 # Builds need no network: pip installs only from a wheelhouse in the build context.
-#   python3 -m pip download -d wheelhouse -r container/requirements.txt "setuptools>=68" wheel
+#   python3 -m pip download -d wheelhouse -c constraints.txt -r container/requirements.txt \
+#       "setuptools>=68" wheel
 #   DOCKER_BUILDKIT=0 docker build --network none -t review-nlp .
 # With the default BASE_IMAGE, a PyTorch CUDA image, the virtual environment is created with
 # --system-site-packages, so the base image's torch satisfies `torch>=2.2,<3` and pip installs
-# no second copy: leave torch out of the wheelhouse (download with `--no-deps`, or delete the
-# torch wheel). On a base image without torch (the CPU test image), put a torch wheel in it.
+# no second copy; a torch wheel in the wheelhouse is then unused and can be deleted. On a base
+# image without torch (the CPU test image), the wheelhouse must contain a torch wheel.
 ARG BASE_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime
 
 # Stage 1: the dependencies in a virtual environment. Cached until the wheelhouse or

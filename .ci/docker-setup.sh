@@ -79,17 +79,18 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 fi
 end "base image"
 
-# 4. Wheels for the image's --network none build: the runtime requirements, the build
-# backend that pyproject.toml names, and the CPU build of torch that this machine's pip
-# resolves from its local wheel folder.
+# 4. Wheels for the image's --network none build. They are the runtime requirements at the
+# versions of constraints.txt, which the tests passed with, and the build backend that
+# pyproject.toml names. Torch is the CPU build that this machine's pip finds on local disk.
 begin "wheelhouse $WHEELHOUSE"
 # The stamp records what the wheelhouse was downloaded for, so an unchanged one is reused.
-stamp="torch==$TORCH_VERSION $(sha256sum container/requirements.txt | cut -d' ' -f1)"
+stamp="torch==$TORCH_VERSION $(cat container/requirements.txt constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$WHEELHOUSE/.downloaded-for" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$WHEELHOUSE"
     mkdir -p "$WHEELHOUSE"
     {
         "$PYTHON" -m pip download --no-deps -d "$WHEELHOUSE" "torch==$TORCH_VERSION" &&
-        "$PYTHON" -m pip download --only-binary=:all: -d "$WHEELHOUSE" \
+        "$PYTHON" -m pip download --only-binary=:all: -d "$WHEELHOUSE" -c constraints.txt \
             -r container/requirements.txt "torch==$TORCH_VERSION" "setuptools>=68" wheel
     } >"$LOG_DIR/wheelhouse.log" 2>&1 || { tail -n 30 "$LOG_DIR/wheelhouse.log" >&2; exit 1; }
     echo "$stamp" >"$WHEELHOUSE/.downloaded-for"

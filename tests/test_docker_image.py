@@ -135,3 +135,22 @@ def test_image_serves(image, reviews, tmp_path):
     finally:
         _docker("stop", "-t", "30", name, timeout=60)
         _docker("rm", "-f", name)
+
+
+def test_launcher_docker_mode(image, reviews_dir, tmp_path):
+    """`launch.py train --mode docker` runs the image on a SageMaker-style job folder."""
+    from review_nlp.launcher.cli import main
+
+    channels = tmp_path / "channels"
+    assert main(["prepare", "--reviews", str(reviews_dir / "sample_us.tsv"), "--algorithm",
+                 "kmeans", "--out", str(channels), "--min-df", "1"]) == 0
+    out = tmp_path / "out"
+    assert main(["train", "--mode", "docker", "--image", image, "--algorithm", "kmeans",
+                 "--channels", str(channels), "--out", str(out), "--hp", "k=3",
+                 "--hp", "mini_batch_size=20"]) == 0
+
+    assert (out / "model.tar.gz").is_file()
+    assert (out / "output.tar.gz").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["job"]["mode"] == "docker"
+    assert "train:msd" in metrics["final"]
