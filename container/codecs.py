@@ -156,12 +156,16 @@ def _json_lines(text: str) -> list[Any]:
             instances.append(json.loads(line))
         except json.JSONDecodeError as error:
             raise RequestError(f"line {number} is not valid JSON: {error}") from None
+        except RecursionError:
+            raise RequestError(f"line {number} nests JSON too deeply") from None
     return instances
 
 
 def _decode_json(text: str, feature_dim: int) -> DecodedRequest:
     try:
         document = json.loads(text)
+    except RecursionError:
+        raise RequestError("the body nests JSON arrays or objects too deeply") from None
     except json.JSONDecodeError as error:
         # Batch transform with SplitType=Line and BatchStrategy=MultiRecord sends several
         # JSON documents, one per line, under application/json.

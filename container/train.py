@@ -18,7 +18,7 @@ import signal
 import sys
 from typing import Any
 
-from ..errors import TrainingStopped
+from ..errors import TrainingStopped, UserError
 from ..models.training import StopSignal
 from . import failure
 from .distributed import shutdown_distributed
@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("Training stopped before finishing: %s. Start the job again with the "
                        "same checkpoint folder to resume.", stopped)
         return failure.EXIT_STOPPED
+    except UserError as error:
+        # The user's mistake: the message says what to change, a traceback would bury it.
+        logger.error("Training failed: %s", error)
+        return failure.write_failure(failure_path, error)
     except Exception as error:  # noqa: BLE001 - every error must reach the failure file
         logger.exception("Training failed")
         return failure.write_failure(failure_path, error)

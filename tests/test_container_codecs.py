@@ -245,3 +245,11 @@ def test_recordio_response_carries_strings_and_dicts_as_bytes():
 def test_rating_csv_response_expands_sentiment():
     line = codecs.encode_response([RATING_ROW], codecs.CSV).decode().strip()
     assert line == "5.0,3.9,POSITIVE,0.7,0.2,0.1,0.1,0.1,0.2,0.5"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/jsonlines"])
+def test_deeply_nested_json_is_400(content_type):
+    body = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(codecs.RequestError, match="too deeply") as raised:
+        codecs.decode_request(body, content_type, feature_dim=3)
+    assert raised.value.status == 400

@@ -205,3 +205,16 @@ def test_deploy_sagemaker_mode_creates_endpoint(moto_endpoint):
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.m5.large"
     assert sagemaker.describe_endpoint(EndpointName="cli-endpoint")["EndpointStatus"] == \
         "InService"
+
+
+@pytest.mark.parametrize("name", ["../../escape", "has space", "-leading", "a" * 64])
+def test_names_must_be_sagemaker_names(name, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["deploy", "--model", str(tmp_path / "m.tar.gz"), "--endpoint-name", name])
+
+
+def test_predict_missing_body_file_is_clean_error(tmp_path, caplog):
+    code = main(["predict", "--endpoint-name", "nowhere", "--body", str(tmp_path / "none.csv"),
+                 "--content-type", "text/csv"])
+    assert code == 2
+    assert "none.csv not found" in caplog.text

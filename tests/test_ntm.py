@@ -19,6 +19,7 @@ from review_nlp.models.ntm import (
     EarlyStopping,
     NeuralTopicModel,
     NTMConfig,
+    batch_norm_weight,
     laplace_dirichlet_prior,
 )
 from review_nlp.models.training import FeatureData, StopSignal
@@ -135,6 +136,8 @@ def test_loss_matches_hand_computation(prior):
     with torch.no_grad():
         for name, parameter in model.network.named_parameters():
             parameter.copy_(torch.tensor(weights[name]))
+    if prior == "dirichlet":
+        model.network.batch_norm_weight.fill_(0.25)
     counts = np.array([2.0, 0.0, 1.0, 1.0])
     # The model draws its scoring noise from a generator seeded with `seed`.
     noise = torch.randn((1, 2), generator=torch.Generator().manual_seed(5)).numpy()[0]
@@ -152,11 +155,13 @@ def test_loss_matches_hand_computation(prior):
 
     # decoder and reconstruction
     if prior == "dirichlet":
-        logits = (weights["projection_weight"] @ _softmax(latent) * batch_norm_scale
-                  + weights["logits_norm.bias"])
+        # batch-normalized topic logits mixed 1:3 with the unnormalized ones
+        topic_logits = weights["projection_weight"] @ _softmax(latent)
+        logits = (0.25 * topic_logits * batch_norm_scale
+                  + 0.75 * (topic_logits + weights["background"]))
         prior_mean, prior_variance = np.zeros(2), np.full(2, 0.5)  # Laplace, alpha = 1, K = 2
     else:
-        logits = weights["projection_weight"] @ latent + weights["projection_bias"]
+        logits = weights["projection_weight"] @ latent + weights["background"]
         prior_mean, prior_variance = np.zeros(2), np.ones(2)
     log_probs = logits - np.log(np.exp(logits).sum())
     reconstruction = -(counts * log_probs).sum()
@@ -179,6 +184,24 @@ def test_laplace_dirichlet_prior_hand_values():
     # K = 4, alpha = 1: variance = 1 * (1 - 2/4) + 4 / 16 = 0.75.
     _, variance = laplace_dirichlet_prior(np.ones(4))
     assert variance == pytest.approx([0.75] * 4)
+
+
+def test_batch_norm_weight_fades_linearly():
+    assert [batch_norm_weight(epoch, 4) for epoch in range(1, 7)] == [1.0, 0.75, 0.5, 0.25,
+                                                                      0.0, 0.0]
+    assert batch_norm_weight(1, 0) == 0.0
+
+
+def test_background_starts_at_log_word_frequency(tmp_path):
+    signal = StopSignal()
+    signal.request()
+    with pytest.raises(TrainingStopped):
+        NeuralTopicModel(tiny_config()).fit(TRAIN, checkpoint_dir=tmp_path, stop_signal=signal)
+    initial = torch.load(tmp_path / "checkpoint-epoch0000.pt", weights_only=True)["model"]
+    counts = np.asarray(TRAIN.features.sum(axis=0)).ravel() + 1.0
+    expected = np.log(counts / counts.sum())
+    assert initial["background"].numpy() == pytest.approx(expected, rel=1e-6)
+    assert float(initial["batch_norm_weight"]) == 1.0
 
 
 # --- early stopping ---------------------------------------------------------------------------
@@ -447,7 +470,7 @@ def test_topics_block_with_vocabulary(caplog):
 
 
 def test_planted_topics_are_recovered():
-    model = NeuralTopicModel(tiny_config(epochs=60, num_patience_epochs=100))
+    model = NeuralTopicModel(tiny_config(epochs=30, learning_rate=0.05, num_patience_epochs=100))
     model.fit(TRAIN, vocabulary=VOCABULARY)
     # each topic's 5 most probable words come from one planted block of 8 words
     blocks = {frozenset(VOCABULARY.index(word) // 8 for word in words)

@@ -133,3 +133,47 @@ def test_prepare_csv_content_type(reviews_dir, tmp_path):
     assert manifest["content_type"].startswith("text/csv")
     assert any(p.suffix == ".csv" for p in (out / "train").iterdir())
     _check_counts_add_up(manifest, out)
+
+
+def test_prepare_overwrite_keeps_foreign_files(reviews_dir, tmp_path):
+    out = tmp_path / "channels"
+    out.mkdir()
+    (out / "precious.txt").write_text("mine")
+
+    with pytest.raises(UserError, match="precious.txt"):
+        _prepare(reviews_dir / "sample_us.tsv", "ntm", out, min_df=1, overwrite=True)
+    assert (out / "precious.txt").read_text() == "mine"
+
+
+def test_prepare_sql_must_return_review_columns(reviews_dir, tmp_path):
+    with pytest.raises(UserError, match="review_id"):
+        _prepare(reviews_dir / "sample_us.tsv", "ntm", tmp_path / "channels", min_df=1,
+                 selection=Selection(sql="SELECT review_body, star_rating FROM reviews"))
+
+
+def test_prepare_sql_reads_only_reviews(reviews_dir, tmp_path):
+    sql = ("SELECT 'x' AS review_id, 5 AS star_rating, column0 AS review_body "
+           "FROM read_csv('/etc/hostname', header=false)")
+    with pytest.raises(UserError, match="only the table reviews"):
+        _prepare(reviews_dir / "sample_us.tsv", "ntm", tmp_path / "channels",
+                 selection=Selection(sql=sql))
+
+
+def test_prepare_skips_empty_channels(reviews_dir, tmp_path):
+    out = tmp_path / "channels"
+    manifest = _prepare(reviews_dir / "sample_us.tsv", "rating", out, validation_ratio=0.0,
+                        test_ratio=0.0)
+
+    assert manifest["records"]["validation"] == 0
+    assert not (out / "validation").exists()
+    assert not (out / "test").exists()
+    assert (out / "train").is_dir()
+
+
+def test_prepare_csv_header_aliases(reviews_dir, tmp_path):
+    # Amazon Fine Food export: Id, ..., Score, ..., Text with a UTF-8 BOM
+    out = tmp_path / "channels"
+    manifest = _prepare(reviews_dir / "finefood_head1000.csv", "ntm", out)
+
+    assert manifest["skipped"]["rows_read"] == 1000
+    _check_counts_add_up(manifest, out)

@@ -22,6 +22,15 @@ PDS_TSV_COLUMNS: tuple[str, ...] = (
 
 ColumnRef = str | int | None
 
+# Header names other than the canonical ones that common review exports use, matched without
+# regard to case when the caller names no column: Amazon Fine Food (`Text`, `Score`, `Id`),
+# MARC (`review_body`, `stars`) and generic CSVs (`text`, `review`, `rating`, `id`).
+HEADER_ALIASES: dict[str, tuple[str, ...]] = {
+    "review_body": ("text", "review", "reviewtext", "body", "review_text"),
+    "star_rating": ("stars", "score", "rating", "overall", "star"),
+    "review_id": ("id",),
+}
+
 
 @dataclass(frozen=True)
 class ColumnOptions:
@@ -70,12 +79,26 @@ def resolve_columns(names: Sequence[str] | None, width: int, options: ColumnOpti
     for position, name in enumerate(clean_names or ()):
         if name in REVIEW_COLUMNS and name not in mapping:
             mapping[name] = position
+    _add_aliases(mapping, clean_names)
     for canonical, option, ref in options.overrides():
         mapping[canonical] = _resolve_one(option, ref, clean_names, width, path)
     _require(mapping, "review_body", "text_column", clean_names, path)
     if options.require_rating:
         _require(mapping, "star_rating", "rating_column", clean_names, path)
     return mapping
+
+
+def _add_aliases(mapping: dict[str, int], names: list[str] | None) -> None:
+    if names is None:
+        return
+    lowered = [name.lower() for name in names]
+    for canonical, aliases in HEADER_ALIASES.items():
+        if canonical in mapping:
+            continue
+        for alias in aliases:
+            if alias in lowered:
+                mapping[canonical] = lowered.index(alias)
+                break
 
 
 def _resolve_one(option: str, ref: ColumnRef, names: list[str] | None, width: int,
@@ -96,9 +119,9 @@ def _require(mapping: dict[str, int], canonical: str, option: str,
              names: list[str] | None, path: str) -> None:
     if canonical in mapping:
         return
-    hint = " or pass require_rating=False for unrated input" if canonical == "star_rating" else ""
-    raise DataError(f"no {canonical} column: pass {option} (a column name or a 0-based "
-                    f"position){hint}; available columns: {_describe(names)}", path=path)
+    flag = "--" + option.replace("_", "-")
+    raise DataError(f"no {canonical} column: name it with {flag} ({option}, a column name or "
+                    f"a 0-based position); available columns: {_describe(names)}", path=path)
 
 
 def _describe(names: list[str] | None) -> str:

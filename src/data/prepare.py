@@ -108,18 +108,36 @@ def _check_ratios(options: PrepareOptions) -> None:
         raise UserError(f"--shard-rows={options.shard_rows} must be at least 1")
 
 
+CHANNEL_ENTRIES = frozenset({"train", "validation", "test", "auxiliary", BLAZINGTEXT_FOLDER,
+                             "manifest.json"})
+
+
 def _check_output(out: str, overwrite: bool) -> None:
-    """Reject an output that already holds channels unless `overwrite`, before any work."""
+    """Reject an output that already holds files, before any work.
+
+    `overwrite` replaces earlier channels only: a folder holding anything `prepare` did not
+    write is refused even then, so that --overwrite never deletes the user's other files.
+    """
     if is_s3_uri(out):
         existing = list_files(out.rstrip("/") + "/")
+        names = {uri[len(out.rstrip("/")) + 1:].split("/", 1)[0] for uri in existing}
     else:
         path = Path(out)
+        if not path.name or path.resolve() == Path.cwd().resolve():
+            raise UserError(f"--out {out!r} must name a folder of its own, e.g. channels/ntm")
         if path.exists() and not path.is_dir():
             raise UserError(f"--out {out} is a file; give a folder")
         existing = [str(p) for p in path.iterdir()] if path.is_dir() else []
-    if existing and not overwrite:
+        names = {Path(p).name for p in existing}
+    if not existing:
+        return
+    if not overwrite:
         raise UserError(f"--out {out} already holds {len(existing)} file(s) or folder(s); "
                         f"pass --overwrite to replace them or choose another folder")
+    foreign = sorted(names - CHANNEL_ENTRIES)
+    if foreign:
+        raise UserError(f"--out {out} holds {', '.join(foreign[:5])}, which prepare did not "
+                        f"write; --overwrite replaces channels only, so choose another folder")
 
 
 def featurizer_config(options: PrepareOptions) -> FeaturizerConfig:
@@ -179,12 +197,26 @@ def _merge_report(report: SkipReport, source_report: SkipReport) -> None:
         report.first_lines.setdefault(reason, {}).update(by_file)
 
 
+REQUIRED_COLUMNS = ("review_id", "review_body", "star_rating")
+
+
+def _check_selected_columns(schema: pa.Schema) -> None:
+    names = list(schema.names)
+    for column in REQUIRED_COLUMNS:
+        count = names.count(column)
+        if count != 1:
+            problem = "does not return" if count == 0 else f"returns {count} columns named"
+            raise UserError(f"the selection {problem} {column}; a --sql query must return "
+                            f"{', '.join(REQUIRED_COLUMNS)} once each (SELECT * does)")
+
+
 def collect_reviews(batches: Iterable[pa.RecordBatch]) -> tuple[list[str], list[str], np.ndarray]:
     """Gather ids, texts and star ratings of the selected reviews."""
     ids: list[str] = []
     texts: list[str] = []
     ratings: list[float] = []
     for batch in batches:
+        _check_selected_columns(batch.schema)
         ids.extend(batch.column("review_id").to_pylist())
         texts.extend(batch.column("review_body").to_pylist())
         ratings.extend(batch.column("star_rating").to_pylist())
@@ -212,6 +244,10 @@ def prepare_channels(options: PrepareOptions) -> PreparedChannels:
     ids, texts, ratings = collect_reviews(read_selected(options, report))
     if options.engine != "athena":
         not_selected = report.rows_kept - len(texts)
+        if not_selected < 0:
+            raise UserError(f"the selection returned {len(texts)} rows but only "
+                            f"{report.rows_kept} reviews were read; a --sql query must not add "
+                            f"rows (no joins that repeat reviews)")
         if not_selected:
             report.rows_kept -= not_selected
             report.skipped[NOT_SELECTED] = report.skipped.get(NOT_SELECTED, 0) + not_selected
@@ -331,12 +367,17 @@ def _write_channels(folder: Path, options: PrepareOptions, channels: dict,
     content_type = channel_content_type(options.content_type, options.algorithm)
     unsupervised_csv = content_type.endswith("label_size=0")
     for name, (matrix, labels) in channels.items():
+        if name != "train" and matrix.shape[0] == 0:
+            # SageMaker rejects a channel without records; an absent one is optional.
+            continue
         write_channel(folder / name, matrix, None if unsupervised_csv else labels,
                       shard_rows=options.shard_rows, content_type=content_type)
     write_vocab_txt(folder / "auxiliary" / "vocab.txt", featurizer.vocabulary)
     (folder / "auxiliary" / "featurizer.json").write_text(
         json.dumps(featurizer.to_dict(), indent=2), encoding="utf-8")
     for name, text in blazingtext.items():
+        if not text:
+            continue
         target = folder / BLAZINGTEXT_FOLDER / name / f"{name}.txt"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")

@@ -154,7 +154,23 @@ def parse_query(sql: str) -> exp.Query:
         raise UserError(f"expected one SQL statement, found {len(statements)}")
     if not isinstance(statements[0], exp.Query):
         raise UserError(f"expected a SELECT query, found {statements[0].key.upper()}")
+    _check_reads_reviews_only(statements[0])
     return statements[0]
+
+
+def _check_reads_reviews_only(query: exp.Query) -> None:
+    """Reject queries that read anything but the table `reviews` (or their own CTEs).
+
+    A selection describes which reviews to use; DuckDB table functions such as `read_csv`
+    would otherwise read arbitrary local files into the channels.
+    """
+    cte_names = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+    for table in query.find_all(exp.Table):
+        if isinstance(table.this, exp.Func) or not table.name:
+            raise UserError(f"the query may read only the table {TABLE}, not "
+                            f"{table.sql(dialect='trino')}")
+        if table.name != TABLE and table.name not in cte_names:
+            raise UserError(f"the query may read only the table {TABLE}, not {table.name}")
 
 
 def rename_table(sql: str, table: str) -> str:

@@ -100,7 +100,7 @@ def _choose_format(uri: str, files: list[SourceFile], requested: str | None) -> 
     if unknown:
         raise UserError(f"unknown file format of {', '.join(unknown[:5])} in {uri}: expected "
                         f".tsv, .csv, .json, .jsonl (each optionally .gz) or .parquet, "
-                        f"or pass format= one of {', '.join(FORMATS)}")
+                        f"or name the format (--format; format= one of {', '.join(FORMATS)})")
     formats = sorted(set(detected.values()))
     if len(formats) > 1:
         raise UserError(f"{uri} mixes file formats ({', '.join(formats)}); "

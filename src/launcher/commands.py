@@ -15,6 +15,11 @@ from ..errors import UserError
 logger = logging.getLogger(__name__)
 
 
+def input_format(args: argparse.Namespace) -> str | None:
+    """--format as the readers name it: None for auto, "json" for JSON lines."""
+    return {"auto": None, "jsonl": "json"}.get(args.format, args.format)
+
+
 def default_job_name(algorithm: str) -> str:
     return f"review-nlp-{algorithm}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -46,7 +51,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     options = PrepareOptions(
         reviews=args.reviews, algorithm=args.algorithm, out=args.out,
-        format=None if args.format == "auto" else args.format, text_column=args.text_column,
+        format=input_format(args), text_column=args.text_column,
         rating_column=args.rating_column, id_column=args.id_column, header=args.header,
         selection=selection_from_args(args), engine=args.engine, athena=athena_settings(args),
         overwrite=args.overwrite, validation_ratio=args.validation_ratio,
@@ -150,22 +155,53 @@ def _request_body(args: argparse.Namespace) -> tuple[bytes, str]:
     if args.body:
         if not args.content_type:
             raise UserError("--body needs --content-type, e.g. text/csv")
-        return Path(args.body).read_bytes(), args.content_type
-    texts = list(args.text)
-    if args.reviews:
-        from ..data.sources import open_reviews
-
-        source = open_reviews(args.reviews, format=None if args.format == "auto" else args.format,
-                              text_column=args.text_column, rating_column=args.rating_column,
-                              id_column=args.id_column, header=args.header, require_rating=False)
-        for batch in source.iter_batches():
-            texts.extend(batch.column("review_body").to_pylist())
-    if not texts:
+        path = Path(args.body)
+        if not path.is_file():
+            raise UserError(f"--body {args.body} not found")
+        return path.read_bytes(), args.content_type
+    if not args.text:
         raise UserError("nothing to send: give --text, --reviews or --body")
-    return json.dumps({"instances": texts}).encode(), "application/json"
+    return json.dumps({"instances": list(args.text)}).encode(), "application/json"
+
+
+def _invoke(args: argparse.Namespace, body: bytes, content_type: str, accept: str) -> bytes:
+    if args.mode == "sagemaker":
+        from .endpoints import invoke_endpoint
+
+        return invoke_endpoint(args.endpoint_name, body, content_type, accept)
+    from .local_endpoints import invoke_local_endpoint
+
+    return invoke_local_endpoint(args.endpoint_name, body, content_type, accept)
+
+
+def _predict_reviews_via_endpoint(args: argparse.Namespace) -> int:
+    """Send --reviews in requests of --batch-size texts; write JSON lines with review_id."""
+    from ..data.sources import open_reviews
+
+    source = open_reviews(args.reviews, format=input_format(args),
+                          text_column=args.text_column, rating_column=args.rating_column,
+                          id_column=args.id_column, header=args.header, require_rating=False)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    count = 0
+    try:
+        for batch in source.iter_batches(args.batch_size):
+            ids = batch.column("review_id").to_pylist()
+            body = json.dumps({"instances": batch.column("review_body").to_pylist()}).encode()
+            answer = json.loads(_invoke(args, body, "application/json", "application/json"))
+            for review_id, prediction in zip(ids, answer["predictions"]):
+                out.write(json.dumps({"review_id": review_id, **prediction}) + "\n")
+            count += len(ids)
+    finally:
+        if args.out:
+            out.close()
+    logger.info("%d predictions from endpoint %s. %s", count, args.endpoint_name,
+                source.report.summary())
+    return count
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.model:
         if not args.reviews or not args.out:
             raise UserError("predict --model needs --reviews FILE and --out FILE.jsonl")
@@ -177,15 +213,11 @@ def run_predict(args: argparse.Namespace) -> int:
     if not args.endpoint_name:
         raise UserError("predict needs --endpoint-name (query an endpoint) or --model "
                         "(local batch transform)")
+    if args.reviews:
+        _predict_reviews_via_endpoint(args)
+        return 0
     body, content_type = _request_body(args)
-    if args.mode == "sagemaker":
-        from .endpoints import invoke_endpoint
-
-        payload = invoke_endpoint(args.endpoint_name, body, content_type, args.accept)
-    else:
-        from .local_endpoints import invoke_local_endpoint
-
-        payload = invoke_local_endpoint(args.endpoint_name, body, content_type, args.accept)
+    payload = _invoke(args, body, content_type, args.accept)
     if args.out:
         Path(args.out).write_bytes(payload)
     else:

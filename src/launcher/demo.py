@@ -159,7 +159,9 @@ def print_summary(summary: dict, jobs: dict[str, LocalJobResult], reports: dict[
     lines += ["", "Clusters (mini-batch k-means on TF-IDF, top terms of each center):"]
     lines += [f"  {c}" for c in _clusters_text(jobs["kmeans"])]
     task = ("5 stars (class 2) or not (class 1)" if binary_labels else "1 to 5 stars")
-    lines += ["", f"Rating classifier, task: {task}; test-channel figures:"]
+    ours = reports["rating"]["rows"][0]
+    lines += ["", f"Rating classifier, task: {task}; on the test channel: accuracy "
+                  f"{ours['accuracy']:.3f}, MAE {ours['mae']:.3f}, macro-F1 {ours['macro_f1']:.3f}"]
     for algorithm in ("ntm", "kmeans", "rating"):
         report = reports[algorithm]
         lines += ["", f"Comparison, {algorithm}:", markdown_table(report["rows"], report["columns"])]

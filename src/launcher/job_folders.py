@@ -124,7 +124,8 @@ def training_command(mode: str, job_dir: Path, image: str) -> tuple[list[str], d
         env.setdefault("PYTHONUNBUFFERED", "1")
         return [sys.executable, "-m", "review_nlp.container.train"], env
     if mode == "docker":
-        command = ["docker", "run", "--rm", "--network", "none",
+        require_docker_image(image)
+        command = ["docker", "run", "--rm", "--pull", "never", "--network", "none",
                    "-v", f"{job_dir.resolve()}:/opt/ml"]
         if shutil.which("nvidia-smi"):
             command += ["--gpus", "all"]
@@ -132,10 +133,32 @@ def training_command(mode: str, job_dir: Path, image: str) -> tuple[list[str], d
     raise ValueError(f"mode {mode!r} does not run a local job")
 
 
+def require_docker_image(image: str) -> None:
+    """Fail early, and without pulling from a registry, when `image` is not built locally."""
+    found = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
+    if found.returncode != 0:
+        raise UserError(f"Docker image {image} not found locally; build it first (see the "
+                        f"README's image section) or pass --image")
+
+
 def run_training_process(command: list[str], env: dict[str, str], job_dir: Path) -> None:
-    """Run `command`, passing its log through, and turn a failure into the failure file's text."""
+    """Run `command`, passing its log through, and turn a failure into the failure file's text.
+
+    When the launcher is interrupted (Ctrl-C, SIGTERM), the child gets SIGTERM, which makes
+    the container checkpoint and exit, and the launcher waits for it.
+    """
     logger.info("Running %s", " ".join(command))
-    completed = subprocess.run(command, env=env, check=False)
+    process = subprocess.Popen(command, env=env)
+    try:
+        returncode = process.wait()
+    except BaseException:
+        process.terminate()
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
+    completed = subprocess.CompletedProcess(command, returncode)
     if completed.returncode != 0:
         failure = job_dir / "output" / "failure"
         reason = failure.read_text(errors="replace").strip() if failure.is_file() else ""
@@ -158,6 +181,8 @@ def run_local_job(*, algorithm: str, channels_dir: Path, out_dir: Path,
     """Train in a job folder under `out_dir` and leave model.tar.gz, output.tar.gz, metrics.json."""
     manifest = read_channel_manifest(channels_dir)
     check_channels_algorithm(manifest, algorithm, str(channels_dir))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder")
     resolved = {**default_hyperparameters(algorithm, manifest), **hyperparameters}
     resolved["algorithm"] = algorithm
     job_dir = out_dir / job_name

@@ -90,6 +90,10 @@ def start_local_endpoint(name: str, model: Path, *, mode: str = "local", port: i
     if ping(port, timeout=0.5):
         raise UserError(f"port {port} is already serving; choose another --port")
     root = state_dir() / name
+    if mode == "docker":
+        from .job_folders import require_docker_image
+
+        require_docker_image(image)
     unpack_model(model, root)
     log_path = root / "serve.log"
     # Local endpoints listen on loopback only; SageMaker's own hosts listen on every address.
@@ -104,11 +108,16 @@ def start_local_endpoint(name: str, model: Path, *, mode: str = "local", port: i
         endpoint = LocalEndpoint(name, mode, port, str(root), pid=process.pid)
         alive = lambda: process.poll() is None  # noqa: E731
     elif mode == "docker":
-        command = ["docker", "run", "-d", "--network", "host", "-v", f"{root.resolve()}:/opt/ml",
+        command = ["docker", "run", "-d", "--pull", "never", "--network", "host",
+                   "-v", f"{root.resolve()}:/opt/ml",
                    "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", f"MODEL_SERVER_WORKERS={workers}",
                    "-e", "REVIEW_NLP_BIND_HOST=127.0.0.1",
                    image, "serve"]
-        container = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+        started = subprocess.run(command, capture_output=True, text=True, check=False)
+        if started.returncode != 0:
+            shutil.rmtree(root, ignore_errors=True)
+            raise UserError(f"docker run failed for endpoint {name!r}: {started.stderr.strip()}")
+        container = started.stdout.strip()
         endpoint = LocalEndpoint(name, mode, port, str(root), container=container)
         alive = lambda: _docker_running(container)  # noqa: E731
     else:
@@ -141,10 +150,14 @@ def invoke_local_endpoint(name: str, body: bytes, content_type: str,
                           accept: str = "application/json", timeout: float = 60.0) -> bytes:
     endpoint = load_local_endpoint(name)
     connection = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=timeout)
-    connection.request("POST", "/invocations", body=body,
-                       headers={"Content-Type": content_type, "Accept": accept})
-    response = connection.getresponse()
-    payload = response.read()
+    try:
+        connection.request("POST", "/invocations", body=body,
+                           headers={"Content-Type": content_type, "Accept": accept})
+        response = connection.getresponse()
+        payload = response.read()
+    except OSError as error:
+        raise UserError(f"endpoint {name!r} on port {endpoint.port} did not answer ({error}); "
+                        f"check it with `launch.py deploy` again or delete it") from None
     if response.status != 200:
         raise UserError(f"endpoint {name!r} answered {response.status}: "
                         f"{payload.decode(errors='replace')[:500]}")

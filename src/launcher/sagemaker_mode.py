@@ -35,6 +35,19 @@ def _require(value: str | None, option: str, mode_note: str = "--mode sagemaker"
     return value
 
 
+def check_hyperparameters(algorithm: str, hyperparameters: dict[str, str]) -> None:
+    """Parse the hyperparameters as the container will, so bad ones fail before any upload."""
+    from ..container.hyperparameters import build_config
+    from ..models.registry import config_class
+
+    build_config(config_class(algorithm), hyperparameters, algorithm)
+
+
+def check_instance_count(count: int) -> None:
+    if count < 1:
+        raise UserError(f"--instance-count={count} must be at least 1")
+
+
 def channel_uris(channels: str, algorithm: str, job_name: str, s3_prefix: str | None
                  ) -> tuple[dict[str, Channel], dict[str, Any]]:
     """S3 channels for the job (uploading local ones under the job's prefix) and the manifest."""
@@ -107,8 +120,20 @@ def train_on_sagemaker(args: argparse.Namespace, hyperparameters: dict[str, str]
     role_arn = resolve_role_arn(args.role)
     if not is_s3_uri(args.out):
         raise UserError(f"--out {args.out} must be an s3:// prefix with --mode sagemaker")
+    check_instance_count(args.instance_count)
+    if not is_s3_uri(args.channels):
+        # local channels: check everything before uploading them
+        local_manifest = json.loads((Path(args.channels) / MANIFEST_NAME).read_text()) \
+            if (Path(args.channels) / MANIFEST_NAME).is_file() else None
+        if local_manifest is None:
+            raise UserError(f"{Path(args.channels) / MANIFEST_NAME} not found: --channels must "
+                            f"be a folder written by `launch.py prepare`")
+        check_channels_algorithm(local_manifest, args.algorithm, args.channels)
+        check_hyperparameters(args.algorithm, {
+            **default_hyperparameters(args.algorithm, local_manifest), **hyperparameters})
     channels, manifest = channel_uris(args.channels, args.algorithm, job_name, args.s3_prefix)
     resolved = {**default_hyperparameters(args.algorithm, manifest), **hyperparameters}
+    check_hyperparameters(args.algorithm, resolved)
     summary = run_training_job(
         job_name=job_name, image_uri=image_uri, role_arn=role_arn, channels=channels,
         output_path=args.out, hyperparameters=resolved, algorithm=args.algorithm,
