@@ -55,7 +55,7 @@ def test_ordinal_loss_weight_zero_is_cross_entropy():
 
 
 def test_squared_emd_prefers_near_misses():
-    # Both predictions put 0.9 on a wrong class; the one next to the truth costs less.
+    # Both predictions put 0.9 on a wrong class, and the one next to the truth costs less.
     near = torch.tensor([[0.05, 0.9, 0.05 / 3, 0.05 / 3, 0.05 / 3]], dtype=torch.float64)
     far = torch.tensor([[0.05, 0.05 / 3, 0.05 / 3, 0.05 / 3, 0.9]], dtype=torch.float64)
     target = torch.tensor([0])
@@ -126,7 +126,7 @@ def test_confusion_scores_match_sklearn():
 
 
 def test_confusion_macro_f1_skips_absent_classes():
-    # Class 4 is neither true nor predicted; scikit-learn averages over classes 0..3 only.
+    # Class 4 is neither true nor predicted, so scikit-learn averages over classes 0..3 only.
     targets = np.array([0, 1, 2, 3, 3])
     predictions = np.array([0, 1, 3, 3, 2])
     scores = scores_from_confusion(confusion_matrix(targets, predictions, 5))

@@ -390,10 +390,12 @@ def _free_port() -> int:
 
 
 def _train_on_shard(rank: int, world_size: int, port: int, data, result_dir) -> None:
+    # One thread, as in DataLoader workers, so the forked child never enters the parent's
+    # OpenMP thread pool.
+    torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world_size)
     try:
-        torch.set_num_threads(1)
         train, validation = data
         model = RatingClassifier(small_config(epochs=2), device="cpu")
         history = model.fit(train.shard(rank, world_size), validation.shard(rank, world_size))

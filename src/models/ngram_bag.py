@@ -5,9 +5,9 @@ fastText (Joulin et al., "Bag of Tricks for Efficient Text Classification", 2016
 embeddings of a document's words and n-grams and feeds the average to a linear classifier.
 Here each row's counts become EmbeddingBag weights count / row total, so the bag is the
 count-weighted mean of the n-gram embeddings, followed by dropout, one hidden ReLU layer and
-the class logits. The wide term is a per-feature, per-class weight over the same normalised
-counts, i.e. a multinomial logistic regression added to the logits (Cheng et al., "Wide & Deep
-Learning for Recommender Systems", 2016).
+the class logits. The wide term is a per-feature, per-class weight over the counts, weighted
+as sublinear TF-IDF or as the same count shares: a multinomial logistic regression added to
+the logits (Cheng et al., "Wide & Deep Learning for Recommender Systems", 2016).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-# The team featurizer joins the words of an n-gram with "_", scikit-learn's vectorizers with " ".
+# The team featurizer joins the words of an n-gram with "_", and scikit-learn's vectorizers
+# join them with " ".
 _NGRAM_SEPARATOR = re.compile(r"[_ ]")
 
 
@@ -105,7 +106,7 @@ class NgramBagNetwork(nn.Module):
 class NgramBagEnsemble(nn.Module):
     """`num_models` independently initialised `NgramBagNetwork`s trained side by side.
 
-    forward returns (num_models, batch, num_classes) logits; the ensemble's prediction is the
+    forward returns (num_models, batch, num_classes) logits. The ensemble's prediction is the
     mean of the members' class probabilities (`probabilities`).
     """
 
@@ -144,14 +145,26 @@ def pretrained_rows(vocabulary: Sequence[str], lookup) -> tuple[np.ndarray, np.n
     parts = [[part for part in _NGRAM_SEPARATOR.split(vocabulary[row]) if part]
              for row in missing_ngrams]
     words = sorted({part for row_parts in parts for part in row_parts})
-    if words:
-        word_vectors, word_found = lookup(words)
-        position = {word: i for i, word in enumerate(words)}
-        for row, row_parts in zip(missing_ngrams, parts):
-            hits = [position[part] for part in row_parts if word_found[position[part]]]
-            if hits:
-                vectors[row] = np.mean(word_vectors[hits], axis=0)
-                found[row] = True
+    if not words:
+        return vectors, found
+    word_vectors, word_found = lookup(words)
+    position = {word: i for i, word in enumerate(words)}
+
+    # (n-grams, words) 0/1 matrix of the words with a vector in each n-gram, so that one sparse
+    # product sums their vectors.
+    ngram_index, word_index = [], []
+    for i, row_parts in enumerate(parts):
+        for part in row_parts:
+            if word_found[position[part]]:
+                ngram_index.append(i)
+                word_index.append(position[part])
+    membership = sp.csr_matrix((np.ones(len(word_index)), (ngram_index, word_index)),
+                               shape=(len(parts), len(words)))
+    hits = np.asarray(membership.sum(axis=1)).ravel()  # (n-grams,) words found per n-gram
+    sums = membership @ np.asarray(word_vectors, dtype=np.float64)  # (n-grams, d)
+    rows = np.array(missing_ngrams)[hits > 0]
+    vectors[rows] = sums[hits > 0] / hits[hits > 0, None]
+    found[rows] = True
     return vectors, found
 
 

@@ -44,8 +44,8 @@ def ordinal_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "squar
                  weight: float = 1.0) -> torch.Tensor:
     """Return cross-entropy plus `weight` times the ordinal term `kind` (one of ORDINAL_LOSSES).
 
-    `logits` is (batch, K) and is computed in float32 here, because the CDF differences of
-    bfloat16 probabilities lose most of their digits. A `weight` of 0 gives plain cross-entropy.
+    `logits` is (batch, K) and is computed in float32 here, because bfloat16 keeps only about
+    three significant digits, too few for differences of CDFs. A `weight` of 0 gives plain cross-entropy.
     """
     logits = logits.float()
     loss = F.cross_entropy(logits, targets)

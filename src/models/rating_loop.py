@@ -114,7 +114,8 @@ class TrainingLoop:
 
     def train_epoch(self, epoch: int, train: FeatureData, targets: np.ndarray,
                     batch_size: int) -> None:
-        """Run the remaining mini-batches of `epoch`; raises TrainingStopped on request."""
+        """Run the remaining mini-batches of `epoch`. Raises TrainingStopped when a stop is
+        requested."""
         progress = self.progress
         if progress.order is None:
             progress.order = self.rng.permutation(train.n_samples)
