@@ -218,3 +218,28 @@ def test_predict_missing_body_file_is_clean_error(tmp_path, caplog):
                  "--content-type", "text/csv"])
     assert code == 2
     assert "none.csv not found" in caplog.text
+
+
+def test_compare_sagemaker_mode_trains_both(channels, moto_endpoint, tmp_path):
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    out = tmp_path / "report"
+    assert main(["compare", "--mode", "sagemaker", "--algorithm", "kmeans", "--channels",
+                 str(channels["kmeans"]), "--out", str(out), "--s3-prefix",
+                 f"s3://{BUCKET}/compare", "--image-uri", IMAGE, "--role", ROLE_ARN,
+                 "--hp", "k=3"]) == 0
+
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    jobs = {job["TrainingJobName"]: sagemaker.describe_training_job(
+        TrainingJobName=job["TrainingJobName"])
+        for job in sagemaker.list_training_jobs()["TrainingJobSummaries"]}
+    images = {description["AlgorithmSpecification"]["TrainingImage"]
+              for description in jobs.values()}
+    assert images == {IMAGE, "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1"}
+    built_in = next(d for d in jobs.values() if d["AlgorithmSpecification"]["TrainingImage"]
+                    != IMAGE)
+    assert "algorithm" not in built_in["HyperParameters"]
+    assert built_in["HyperParameters"]["k"] == "3"
+    assert built_in["HyperParameters"]["force_dense"] == "True"
+    report = json.loads((out / "comparison.json").read_text())
+    assert [row["model"] for row in report["rows"]] == ["built-in kmeans", "review_nlp kmeans"]
