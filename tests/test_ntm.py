@@ -69,8 +69,11 @@ def assert_same_weights(first: NeuralTopicModel, second: NeuralTopicModel) -> No
 
 # --- hyperparameters --------------------------------------------------------------------------
 
-def test_config_defaults_match_builtin():
+def test_config_defaults():
     config = NTMConfig(feature_dim=2000, num_topics=20)
+    # the built-in's defaults, except optimizer (the built-in's is adadelta)
+    assert config.optimizer == "adam"
+    assert config.learning_rate == 0.01
     assert config.batch_norm is False
     assert config.clip_gradient == math.inf
     assert config.encoder_layers == "auto"
@@ -79,11 +82,11 @@ def test_config_defaults_match_builtin():
     assert config.epochs == 50
     assert config.mini_batch_size == 256
     assert config.num_patience_epochs == 3
-    assert config.optimizer == "adadelta"
     assert config.rescale_gradient == 1.0
     assert config.sub_sample == 1.0
     assert config.tolerance == 0.001
     assert config.weight_decay == 0.0
+    assert config.prior == "dirichlet"
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -107,6 +110,9 @@ def test_config_defaults_match_builtin():
     ({"prior": "beta"}, "prior='beta' must be one of dirichlet, gaussian"),
     ({"dirichlet_alpha": 0.0}, "dirichlet_alpha=0.0 must be > 0"),
     ({"dropout": 1.0}, "dropout=1.0 must be in [0.0, 1.0)"),
+    ({"decoder_batch_norm_epochs": -1}, "decoder_batch_norm_epochs=-1 must be >= 0"),
+    ({"projection_weight_decay": 2.0}, "projection_weight_decay=2.0 must be in [0.0, 1.0]"),
+    ({"seed": -1}, "seed=-1 must be >= 0"),
 ])
 def test_config_rejects_out_of_range(overrides, message):
     settings = {"feature_dim": 2000, "num_topics": 20, **overrides}
@@ -527,3 +533,31 @@ def test_from_artifact_rejects_other_algorithm():
     artifact.algorithm = "kmeans"
     with pytest.raises(UserError, match="'kmeans' model"):
         NeuralTopicModel.from_artifact(artifact)
+
+
+def _train_distributed_rank(rank: int, folder: str) -> None:
+    """One of two gloo processes; rank 1 gets 33 rows fewer, so it runs out of batches first."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
+                            world_size=2)
+    try:
+        shard = TRAIN.shard(rank, 2)
+        if rank == 1:
+            shard = FeatureData(shard.features[:-33])
+        model = NeuralTopicModel(tiny_config(epochs=3))
+        history = model.fit(shard, VALIDATION, checkpoint_dir=f"{folder}/checkpoints")
+        torch.save({"history": history, "weights": model.network.state_dict()},
+                   f"{folder}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_two_processes_agree(tmp_path):
+    torch.multiprocessing.spawn(_train_distributed_rank, args=(str(tmp_path),), nprocs=2)
+    first = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    second = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert first["history"] == second["history"]
+    for name, tensor in first["weights"].items():
+        assert torch.equal(tensor, second["weights"][name]), name
+    checkpoints = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-epoch0002.pt", "checkpoint-epoch0003.pt"]

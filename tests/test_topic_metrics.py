@@ -39,8 +39,8 @@ def test_topic_uniqueness_bounds():
 
 
 def test_topic_uniqueness_unequal_topics():
-    # Topic 0 shares word 0 with topic 1 and word 1 with topic 2;
-    # topic 1 = [0, 2]: (1/2 + 1) / 2; topic 2 = [1, 3]: (1/2 + 1) / 2; topic 0: (1/2 + 1/2) / 2.
+    # Topic 0 shares word 0 with topic 1 and word 1 with topic 2, so TU(0) = (1/2 + 1/2) / 2.
+    # Topics 1 = [0, 2] and 2 = [1, 3] each share one word: TU = (1/2 + 1) / 2.
     tu, per_topic = topic_metrics.topic_uniqueness(np.array([[0, 1], [0, 2], [1, 3]]))
     assert per_topic.tolist() == [0.5, 0.75, 0.75]
     assert tu == pytest.approx(2.0 / 3.0)
@@ -104,7 +104,7 @@ def test_embedding_coherence_identical_vectors():
     assert wetc == pytest.approx(1.0)
 
 
-def test_perplexity_averages_nats_per_word_over_documents():
+def test_perplexity_averages_per_word_nats():
     # 10 nats over 5 words and 30 nats over 10 words: 2 and 3 nats per word.
     assert topic_metrics.perplexity([10.0, 30.0], [5, 10]) == pytest.approx(math.exp(2.5))
     assert topic_metrics.nats_per_word([10.0, 30.0], [5, 10]).tolist() == [2.0, 3.0]

