@@ -177,3 +177,40 @@ def test_prepare_csv_header_aliases(reviews_dir, tmp_path):
 
     assert manifest["skipped"]["rows_read"] == 1000
     _check_counts_add_up(manifest, out)
+
+
+def test_prepare_on_athena_results(reviews_dir, tmp_path):
+    """`prepare --engine athena`: the selection runs on Athena (moto) and becomes channels."""
+    from moto import mock_aws
+    from moto.athena.models import QueryResults, athena_backends
+    from moto.core import DEFAULT_ACCOUNT_ID
+
+    from review_nlp.data.sources import open_reviews
+    from review_nlp.launcher.cli import main
+
+    reviews = [row for batch in open_reviews(reviews_dir / "sample_us.tsv").iter_batches()
+               for row in batch.to_pylist()]
+    columns = [{"Name": name, "Label": name, "Type": kind, "CatalogName": "hive",
+                "SchemaName": "", "TableName": "", "Precision": 0, "Scale": 0,
+                "Nullable": "UNKNOWN", "CaseSensitive": kind == "varchar"}
+               for name, kind in (("review_id", "varchar"), ("review_body", "varchar"),
+                                  ("star_rating", "integer"))]
+    rows = [{"Data": [{"VarCharValue": "review_id"}, {"VarCharValue": "review_body"},
+                      {"VarCharValue": "star_rating"}]}]
+    rows += [{"Data": [{"VarCharValue": r["review_id"]}, {"VarCharValue": r["review_body"]},
+                       {"VarCharValue": str(r["star_rating"])}]} for r in reviews]
+    out = tmp_path / "channels"
+    with mock_aws():
+        backend = athena_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+        backend.query_results_queue.append(QueryResults(rows=rows, column_info=columns))
+        code = main(["prepare", "--engine", "athena", "--athena-database", "reviews_db",
+                     "--athena-table", "amazon_reviews", "--athena-staging",
+                     "s3://query-results/athena/", "--min-stars", "1", "--algorithm", "ntm",
+                     "--out", str(out), "--min-df", "1"])
+        queries = [execution.query for execution in backend.executions.values()]
+
+    assert code == 0
+    assert queries == ["SELECT *\nFROM reviews_db.amazon_reviews\nWHERE star_rating >= 1"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"]["rows_read"] == len(reviews)
+    assert sum(manifest["records"].values()) == len(reviews) - manifest["skipped"]["rows_skipped"]
