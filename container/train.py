@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                        "same checkpoint folder to resume.", stopped)
         return failure.EXIT_STOPPED
     except UserError as error:
-        # The user's mistake: the message says what to change, a traceback would bury it.
+        # The user's mistake: the message states what to change, and a traceback would bury it.
         logger.error("Training failed: %s", error)
         return failure.write_failure(failure_path, error)
     except Exception as error:  # noqa: BLE001 - every error must reach the failure file

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class UserError(ValueError):
-    """Invalid input, data or settings; the message says what to change."""
+    """Invalid input, data or settings, with a message that states what to change."""
 
 
 class InvalidHyperparameter(UserError):

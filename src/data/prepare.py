@@ -36,7 +36,7 @@ RECORDIO = "application/x-recordio-protobuf"
 
 
 def channel_content_type(content_type: str, algorithm: str) -> str:
-    """The ContentType of the data channels.
+    """Return the ContentType of the data channels.
 
     RecordIO records carry the star rating as their label. Headerless CSV carries it as the
     first column only for `rating`: the built-in NTM and K-Means read CSV as
@@ -113,7 +113,7 @@ CHANNEL_ENTRIES = frozenset({"train", "validation", "test", "auxiliary", BLAZING
 
 
 def _check_output(out: str, overwrite: bool) -> None:
-    """Reject an output that already holds files, before any work.
+    """Reject an output that already contains files, before any work.
 
     `overwrite` replaces earlier channels only: a folder holding anything `prepare` did not
     write is refused even then, so that --overwrite never deletes the user's other files.
@@ -132,11 +132,11 @@ def _check_output(out: str, overwrite: bool) -> None:
     if not existing:
         return
     if not overwrite:
-        raise UserError(f"--out {out} already holds {len(existing)} file(s) or folder(s); "
+        raise UserError(f"--out {out} already contains {len(existing)} file(s) or folder(s); "
                         f"pass --overwrite to replace them or choose another folder")
     foreign = sorted(names - CHANNEL_ENTRIES)
     if foreign:
-        raise UserError(f"--out {out} holds {', '.join(foreign[:5])}, which prepare did not "
+        raise UserError(f"--out {out} contains {', '.join(foreign[:5])}, which prepare did not "
                         f"write; --overwrite replaces channels only, so choose another folder")
 
 
@@ -333,7 +333,7 @@ def _check_vocabulary(featurizer: Featurizer, options: PrepareOptions) -> None:
 
 def blazingtext_lines(featurizer: Featurizer, channels: dict, texts: dict[str, list[str]]
                       ) -> dict[str, str]:
-    """The same split as BlazingText's supervised input: `__label__<stars> <tokens>` lines.
+    """Write the split as BlazingText's supervised input: `__label__<stars> <tokens>` lines.
 
     SageMaker's built-in BlazingText reads text, not feature rows, so the comparison with it
     needs these files; the tokens are the featurizer's preprocessed words, without n-grams.

@@ -45,7 +45,7 @@ def predict_reviews_file(model: Path, args: argparse.Namespace, out: Path,
     with tempfile.TemporaryDirectory(prefix="review-nlp-model-") as scratch:
         artifact = load_artifact(_model_folder(model, Path(scratch)))
     if not artifact.featurizer:
-        raise UserError(f"model {model} holds no featurizer settings, so it cannot take review "
+        raise UserError(f"model {model} contains no featurizer settings, so it cannot take review "
                         f"text; train it on channels written by `launch.py prepare`")
     estimator = model_class(artifact.algorithm).from_artifact(artifact)
     featurizer = Featurizer.from_dict(artifact.featurizer, artifact.vocabulary)

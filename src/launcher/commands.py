@@ -85,7 +85,7 @@ def run_athena(args: argparse.Namespace) -> int:
 # --- train ------------------------------------------------------------------------------------
 
 def _local_channels(channels: str, scratch: Path) -> Path:
-    """A local folder holding the channels: `channels` itself, or a download of the S3 prefix."""
+    """Return a local folder of the channels: `channels` itself, or a download of the S3 prefix."""
     from ..data.storage import download_prefix, is_s3_uri
 
     if not is_s3_uri(channels):

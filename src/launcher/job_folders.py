@@ -117,7 +117,7 @@ def layout_job_folder(job_dir: Path, channels_dir: Path, hyperparameters: dict[s
 
 
 def training_command(mode: str, job_dir: Path, image: str) -> tuple[list[str], dict[str, str]]:
-    """The command that runs the container's `train` on `job_dir`, and its environment."""
+    """Return the command that runs the container's `train` on `job_dir`, and its environment."""
     env = dict(os.environ)
     if mode == "local":
         env["SAGEMAKER_BASE_DIR"] = str(job_dir)

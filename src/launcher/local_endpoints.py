@@ -36,7 +36,7 @@ class LocalEndpoint:
 
 
 def state_dir() -> Path:
-    """Where endpoint records live: $REVIEW_NLP_STATE_DIR, else ~/.review_nlp/endpoints."""
+    """Return the folder of endpoint records: $REVIEW_NLP_STATE_DIR, else ~/.review_nlp/endpoints."""
     return Path(os.environ.get("REVIEW_NLP_STATE_DIR", Path.home() / ".review_nlp" / "endpoints"))
 
 
@@ -77,7 +77,7 @@ def _wait_until_ready(port: int, alive, log_path: Path | None) -> None:
             break
         time.sleep(0.5)
     tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
-    raise UserError(f"the endpoint on port {port} did not answer GET /ping with 200 within "
+    raise UserError(f"the endpoint on port {port} did not respond to GET /ping with 200 within "
                     f"{PING_TIMEOUT_S:.0f} s; server log:\n{tail}")
 
 
@@ -156,10 +156,10 @@ def invoke_local_endpoint(name: str, body: bytes, content_type: str,
         response = connection.getresponse()
         payload = response.read()
     except OSError as error:
-        raise UserError(f"endpoint {name!r} on port {endpoint.port} did not answer ({error}); "
+        raise UserError(f"endpoint {name!r} on port {endpoint.port} did not respond ({error}); "
                         f"check it with `launch.py deploy` again or delete it") from None
     if response.status != 200:
-        raise UserError(f"endpoint {name!r} answered {response.status}: "
+        raise UserError(f"endpoint {name!r} returned HTTP {response.status}: "
                         f"{payload.decode(errors='replace')[:500]}")
     return payload
 

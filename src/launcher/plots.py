@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 
 def plot_loss_curves(history: list[dict], path: Path, title: str) -> Path | None:
-    """One line per `<channel>:<metric>` series in the per-epoch history."""
+    """Plot one line per `<channel>:<metric>` series in the per-epoch history."""
     series = sorted({key for row in history for key in row if ":" in key})
     if not history or not series:
         return None

@@ -71,10 +71,10 @@ def channel_uris(channels: str, algorithm: str, job_name: str, s3_prefix: str | 
 
 
 def built_in_channel_uris(algorithm: str, channels: dict[str, Channel]) -> dict[str, Channel]:
-    """The built-in's view of the same data.
+    """Return the built-in's channels over the same data.
 
     NTM gets only `auxiliary/vocab.txt` (an S3Prefix naming one object), because our
-    auxiliary folder also holds featurizer.json. BlazingText reads text, so the rating
+    auxiliary folder also contains featurizer.json. BlazingText reads text, so the rating
     comparison uses the `blazingtext/<channel>/` lines that `prepare` writes beside the
     channels; `train` is required and `validation` used when present.
     """
