@@ -1,8 +1,8 @@
 """Exception hierarchy separating the user's mistakes from the project's own failures.
 
 A `UserError` is something the user can fix (a bad file, a bad hyperparameter). Entry points
-write its message first into SageMaker's failure file and exit non-zero; any other exception is
-an internal error and is reported with its traceback.
+write its message first into SageMaker's failure file and exit non-zero. Any other exception is
+an internal error, reported with its traceback.
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ def test_table_is_labelled_as_estimates():
     assert pricing.PRICE_REGION == "us-east-1"
     assert pricing.PRICES_AS_OF
     assert "estimates" in pricing.PRICE_SOURCE
-    assert all(name.startswith("ml.") and price > 0
-               for name, price in pricing.TRAINING_PRICES_USD_PER_HOUR.items())
+    for name, price in pricing.TRAINING_PRICES_USD_PER_HOUR.items():
+        assert name.startswith("ml."), name
+        assert price > 0, name
 
 
 def test_workshop_instances_are_priced():

@@ -323,11 +323,11 @@ def _check_vocabulary(featurizer: Featurizer, options: PrepareOptions) -> None:
             f"the vocabulary has {size} word(s): min_df={featurizer.config.min_df} and "
             f"max_df={featurizer.config.max_df} removed almost every word; lower --min-df or "
             f"raise --max-df")
-    wanted = ALGORITHM_DEFAULTS[options.algorithm]["max_features"]
-    if size < wanted:
+    default_size = ALGORITHM_DEFAULTS[options.algorithm]["max_features"]
+    if size < default_size:
         logger.warning("the vocabulary has %d words, fewer than the default %d: min_df=%s keeps "
                        "only words in at least that many documents and max_df=%s drops the "
-                       "most common; feature_dim will be %d", size, wanted,
+                       "most common; feature_dim will be %d", size, default_size,
                        featurizer.config.min_df, featurizer.config.max_df, size)
 
 

@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..files import atomic_path
 from ..models.artifact import load_artifact
 from ..models.registry import model_class
+from .commands import input_format
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def predict_reviews_file(model: Path, args: argparse.Namespace, out: Path,
                         f"text; train it on channels written by `launch.py prepare`")
     estimator = model_class(artifact.algorithm).from_artifact(artifact)
     featurizer = Featurizer.from_dict(artifact.featurizer, artifact.vocabulary)
-    source = open_reviews(args.reviews, format={"auto": None, "jsonl": "json"}.get(args.format, args.format),
+    source = open_reviews(args.reviews, format=input_format(args),
                           text_column=args.text_column, rating_column=args.rating_column,
                           id_column=args.id_column, header=args.header, require_rating=False)
     count = 0

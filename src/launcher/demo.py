@@ -34,7 +34,8 @@ from .reports import markdown_table, write_comparison
 logger = logging.getLogger(__name__)
 
 SAMPLE_NAME = "amazon_fine_food_sample.csv"
-# Reviews shorter than this say little about topics; the demo selects with SQL, as a user would.
+# Reviews shorter than 40 characters carry little topic signal. The demo filters them with SQL,
+# as a user would.
 DEMO_SQL = "SELECT * FROM reviews WHERE length(review_body) >= 40"
 DEMO_HYPERPARAMETERS = {
     "ntm": {"num_topics": "10", "epochs": "40", "mini_batch_size": "64"},

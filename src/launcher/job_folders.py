@@ -1,6 +1,8 @@
-"""Local training jobs: a job folder laid out exactly as SageMaker lays out /opt/ml, the
-container's `train` run on it as a subprocess or in the Docker image, and the results packed
-as SageMaker packs them (model.tar.gz, output.tar.gz) with metrics.json beside them.
+"""Local training jobs, run as SageMaker runs them.
+
+The job folder is laid out exactly as SageMaker lays out /opt/ml. The container's `train` runs
+on it as a subprocess or in the Docker image, and the results are packed as SageMaker packs
+them (model.tar.gz, output.tar.gz), with metrics.json beside them.
 """
 
 from __future__ import annotations
