@@ -42,7 +42,8 @@ DEFAULT_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data" / "revie
                 / "marc_en_train.csv")
 # NTMConfig fields that command-line options override when given.
 NTM_OPTIONS = ("epochs", "optimizer", "learning_rate", "mini_batch_size", "num_patience_epochs",
-               "weight_decay", "projection_weight_decay", "decoder_batch_norm_epochs")
+               "weight_decay", "projection_weight_decay", "decoder_batch_norm_epochs",
+               "coherence_weight")
 
 
 @dataclasses.dataclass
@@ -202,6 +203,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--decoder-batch-norm-epochs", type=int, default=None,
                         help="epochs over which the NTM's decoder batch normalization fades "
                              "out (default: the NTMConfig default)")
+
+    parser.add_argument("--coherence-weight", type=float, default=None,
+                        help="weight of the NTM's coherence term, 0 for none (default: the "
+                             "NTMConfig default)")
 
     parser.add_argument("--lda-max-iter", type=int, default=10,
                         help="LDA passes over the training data (default: 10, scikit-learn's "

@@ -112,6 +112,7 @@ def test_config_defaults():
     ({"dropout": 1.0}, "dropout=1.0 must be in [0.0, 1.0)"),
     ({"decoder_batch_norm_epochs": -1}, "decoder_batch_norm_epochs=-1 must be >= 0"),
     ({"projection_weight_decay": 2.0}, "projection_weight_decay=2.0 must be in [0.0, 1.0]"),
+    ({"coherence_weight": -1.0}, "coherence_weight=-1.0 must be in [0.0, 1000.0]"),
     ({"seed": -1}, "seed=-1 must be >= 0"),
 ])
 def test_config_rejects_out_of_range(overrides, message):

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from ..errors import DataError, InvalidHyperparameter, TrainingStopped, UserError
 from . import topic_metrics
 from .artifact import Artifact
+from .coherence_term import CoherenceTerm
 from .glove import GloveUnavailable, glove_vectors
 from .training import (
     Checkpointer,
@@ -107,6 +108,9 @@ class NTMConfig:
     # L2 penalty on the topic-word weights only, added to weight_decay. It keeps words seen in
     # a handful of documents from topping a topic.
     projection_weight_decay: float = 0.01
+    # Weight of the coherence term (coherence_term.py), which rewards topics whose likely words
+    # occur in the same training documents; 0 turns it off. 15 from bench/ntm.py.
+    coherence_weight: float = 15.0
     # Dropout on the encoder output and, for dirichlet, on the topic proportions.
     dropout: float = 0.2
     seed: int = 0
@@ -133,6 +137,7 @@ class NTMConfig:
             raise InvalidHyperparameter("dirichlet_alpha", self.dirichlet_alpha, "must be > 0")
         _check_minimum("decoder_batch_norm_epochs", self.decoder_batch_norm_epochs, 0)
         _check_range("projection_weight_decay", self.projection_weight_decay, 0.0, 1.0)
+        _check_range("coherence_weight", self.coherence_weight, 0.0, 1000.0)
         if not 0.0 <= self.dropout < 1.0:
             raise InvalidHyperparameter("dropout", self.dropout, "must be in [0.0, 1.0)")
         _check_minimum("seed", self.seed, 0)
@@ -734,6 +739,8 @@ class _TrainingLoop:
             self.best_weights = copy.deepcopy(self.network.state_dict())
             # The state before the first epoch, saved only if a stop arrives in epoch 1.
             self.initial_state = copy.deepcopy(self._state())
+        self.coherence = (CoherenceTerm.from_documents(train.features, model.device)
+                          if self.config.coherence_weight > 0 else None)
         self.trainable = self._wrap_distributed()
 
     def _word_counts(self) -> torch.Tensor:
@@ -903,6 +910,9 @@ class _TrainingLoop:
                 with autocast(self.model.device):
                     reconstruction, kl = self.trainable(counts)
                 loss = (reconstruction + kl).mean()
+                if self.coherence is not None:
+                    coherence = self.coherence(self.network.projection_weight)
+                    loss = loss - self.config.coherence_weight * coherence
 
                 # backward, then rescale and clip the gradients in MXNet's order
                 self.optimizer.zero_grad(set_to_none=True)

@@ -81,7 +81,7 @@ def npmi_coherence(top_words: np.ndarray, documents: sp.spmatrix | np.ndarray
     present = (sp.csc_matrix(documents)[:, words] > 0).astype(np.float64)
     co_counts = (present.T @ present).toarray()
     n_documents = present.shape[0]
-    npmi = _npmi_matrix(co_counts, n_documents)
+    npmi = npmi_matrix(co_counts, n_documents)
 
     per_topic = np.empty(len(top_words))
     for k, topic in enumerate(top_words):
@@ -90,7 +90,7 @@ def npmi_coherence(top_words: np.ndarray, documents: sp.spmatrix | np.ndarray
     return float(per_topic.mean()), per_topic
 
 
-def _npmi_matrix(co_counts: np.ndarray, n_documents: int) -> np.ndarray:
+def npmi_matrix(co_counts: np.ndarray, n_documents: int) -> np.ndarray:
     """NPMI of every pair from a co-occurrence count matrix whose diagonal contains D(w)."""
     doc_freq = np.diag(co_counts)
     with np.errstate(divide="ignore", invalid="ignore"):
