@@ -39,12 +39,13 @@ class CoherenceTerm:
 
     @classmethod
     def from_documents(cls, features: sp.spmatrix, device: torch.device) -> "CoherenceTerm":
-        """Count document co-occurrences in `features` (documents, vocab_size), summed over
-        hosts when torch.distributed runs, for the MAX_COHERENCE_WORDS most frequent words."""
-        present = (sp.csr_matrix(features) > 0).astype(np.float32)
-        doc_freq = np.asarray(present.sum(axis=0), dtype=np.float64).ravel()
+        """Build the term from the document co-occurrences in `features` (documents,
+        vocab_size) of the MAX_COHERENCE_WORDS most frequent words, summed over hosts when
+        torch.distributed runs."""
+        features = sp.csr_matrix(features)
+        doc_freq = np.asarray((features > 0).sum(axis=0), dtype=np.float64).ravel()
         totals = all_reduce_sum(torch.from_numpy(
-            np.append(doc_freq, present.shape[0])).to(device)).cpu().numpy()
+            np.append(doc_freq, features.shape[0])).to(device)).cpu().numpy()
         doc_freq, n_documents = totals[:-1], totals[-1]
         n_words = min(len(doc_freq), MAX_COHERENCE_WORDS)
         word_ids = np.sort(np.argsort(-doc_freq, kind="stable")[:n_words])
@@ -52,9 +53,8 @@ class CoherenceTerm:
             logger.info("Coherence term over the %d most frequent of %d words", n_words,
                         len(doc_freq))
 
-        columns = present.tocsc()[:, word_ids]
-        local = torch.from_numpy((columns.T @ columns).toarray())   # (n_words, n_words)
-        co_counts = all_reduce_sum(local.to(device)).cpu().numpy().astype(np.float64)
+        local = torch.from_numpy(topic_metrics.document_co_counts(features, word_ids))
+        co_counts = all_reduce_sum(local.to(device)).cpu().numpy()     # (n_words, n_words)
         npmi = topic_metrics.npmi_matrix(co_counts, int(n_documents))
         np.fill_diagonal(npmi, 0.0)
         return cls(torch.from_numpy(word_ids).to(device),

@@ -77,17 +77,21 @@ def npmi_coherence(top_words: np.ndarray, documents: sp.spmatrix | np.ndarray
     words = np.unique(top_words)
     column_of = {word: column for column, word in enumerate(words.tolist())}
 
-    # Document co-occurrence counts of the top words only: (n_words, n_words)
-    present = (sp.csc_matrix(documents)[:, words] > 0).astype(np.float64)
-    co_counts = (present.T @ present).toarray()
-    n_documents = present.shape[0]
-    npmi = npmi_matrix(co_counts, n_documents)
+    co_counts = document_co_counts(documents, words)
+    npmi = npmi_matrix(co_counts, documents.shape[0])
 
     per_topic = np.empty(len(top_words))
     for k, topic in enumerate(top_words):
         columns = [column_of[word] for word in topic.tolist()]
         per_topic[k] = _mean_upper_triangle(npmi[np.ix_(columns, columns)])
     return float(per_topic.mean()), per_topic
+
+
+def document_co_counts(documents: sp.spmatrix | np.ndarray, words: np.ndarray) -> np.ndarray:
+    """Count the documents that contain each pair of `words`: (n_words, n_words), with each
+    word's document frequency on the diagonal."""
+    present = (sp.csc_matrix(documents)[:, words] > 0).astype(np.float64)
+    return (present.T @ present).toarray()
 
 
 def npmi_matrix(co_counts: np.ndarray, n_documents: int) -> np.ndarray:
