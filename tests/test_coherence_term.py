@@ -24,39 +24,61 @@ DOCUMENTS = sp.csr_matrix(np.array([[1, 2, 0],
                                     [0, 0, 4]], dtype=np.float32))
 
 
-def test_npmi_of_training_pairs_by_hand():
+# Words 0 and 1 meet in 2 training documents: NPMI 1, but a held-out set an eighth the size
+# misses them together with probability exp(-2/8).
+TOGETHER = 1.0 - 2.0 * math.exp(-2.0 * coherence_term.HELD_OUT_FRACTION)
+
+
+def test_held_out_npmi_of_training_pairs_by_hand():
     term = CoherenceTerm.from_documents(DOCUMENTS, CPU)
-    # p(0) = p(1) = p(0, 1) = 1/2: NPMI = log(2) / log(2) = 1. Words 0 and 2 never meet: -1.
-    expected = np.array([[0.0, 1.0, -1.0],
-                         [1.0, 0.0, -1.0],
+    # Words 0 and 2 never meet: -1 whatever the held-out set.
+    expected = np.array([[0.0, TOGETHER, -1.0],
+                         [TOGETHER, 0.0, -1.0],
                          [-1.0, -1.0, 0.0]])
-    np.testing.assert_allclose(term.npmi.numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(term.scores.numpy(), expected, atol=1e-6)
     assert term.word_ids.tolist() == [0, 1, 2]
 
 
-def test_expected_npmi_by_hand():
+def test_expected_score_by_hand():
     term = CoherenceTerm.from_documents(DOCUMENTS, CPU)
     # Topic 0 puts probabilities (1/2, 1/4, 1/4) on the words, topic 1 is uniform.
     weight = torch.tensor([[math.log(2.0), 0.0],
                            [0.0, 0.0],
                            [0.0, 0.0]])                        # (vocab_size, topics)
-    # sum over i != j of p(i) p(j) NPMI(i, j) = 2 (p0 p1 - p0 p2 - p1 p2)
-    topic_0 = 2 * (1 / 8 - 1 / 8 - 1 / 16)
-    topic_1 = 2 * (1 / 9 - 1 / 9 - 1 / 9)
-    assert term(weight).item() == pytest.approx((topic_0 + topic_1) / 2)
+    # Word totals over topics: 5/6, 7/12, 7/12. Own probability p_k(w)^2 / total(w):
+    own = [(3 / 10, 3 / 28, 3 / 28), (2 / 15, 4 / 21, 4 / 21)]
+
+    def expected(o):
+        both_own = 2 * (o[0] * o[1] * TOGETHER - o[0] * o[2] - o[1] * o[2])
+        return both_own - (1 - sum(o) ** 2)
+
+    assert term(weight).item() == pytest.approx((expected(own[0]) + expected(own[1])) / 2)
 
 
-def test_gradient_matches_plain_autograd():
-    term = CoherenceTerm.from_documents(DOCUMENTS, CPU)
-    npmi = term.npmi.double()
-    term = CoherenceTerm(term.word_ids, npmi)
-    weight = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
-    fast = torch.autograd.grad(term(weight), weight)[0]
+def test_shared_words_score_less_than_owned_ones():
+    # Words 0 and 1 always come together, and so do words 2 and 3.
+    documents = sp.csr_matrix(np.array([[1, 1, 0, 0]] * 8 + [[0, 0, 1, 1]] * 8,
+                                       dtype=np.float32))
+    term = CoherenceTerm.from_documents(documents, CPU)
 
-    topic_word = torch.softmax(weight.T, dim=1)
-    plain = ((topic_word @ npmi) * topic_word).sum(dim=1).mean()
-    reference = torch.autograd.grad(plain, weight)[0]
-    torch.testing.assert_close(fast, reference)
+    def on_words(*ids):
+        return torch.tensor([4.0 if w in ids else 0.0 for w in range(4)])
+
+    distinct = torch.stack([on_words(0, 1), on_words(2, 3)], dim=1)
+    duplicate = torch.stack([on_words(0, 1), on_words(0, 1)], dim=1)
+    assert term(distinct).item() > term(duplicate).item() + 0.1
+
+
+def test_only_top_words_get_gradients():
+    rng = np.random.default_rng(0)
+    documents = sp.csr_matrix(rng.integers(0, 2, size=(40, 30)).astype(np.float32))
+    term = CoherenceTerm.from_documents(documents, CPU)
+    weight = torch.randn(30, 3, requires_grad=True)
+    gradient = torch.autograd.grad(term(weight), weight)[0]
+    for k in range(3):
+        top = set(weight[:, k].topk(coherence_term.TOP_WORDS).indices.tolist())
+        moved = set(torch.nonzero(gradient[:, k]).flatten().tolist())
+        assert moved <= top and len(moved) > coherence_term.TOP_WORDS // 2
 
 
 def test_words_beyond_cap_never_together(monkeypatch):

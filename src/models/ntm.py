@@ -108,9 +108,10 @@ class NTMConfig:
     # L2 penalty on the topic-word weights only, added to weight_decay. It keeps words seen in
     # a handful of documents from topping a topic.
     projection_weight_decay: float = 0.01
-    # Weight of the coherence term (coherence_term.py), which rewards topics whose likely words
-    # occur in the same training documents; 0 turns it off. 15 from bench/ntm.py.
-    coherence_weight: float = 15.0
+    # Weight of the coherence term (coherence_term.py), which rewards topics whose top words
+    # occur in the same training documents; 0 turns it off. 10 from bench/ntm.py, where 7 and
+    # 15 gave lower NPMI.
+    coherence_weight: float = 10.0
     # Dropout on the encoder output and, for dirichlet, on the topic proportions.
     dropout: float = 0.2
     seed: int = 0
