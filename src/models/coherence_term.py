@@ -7,8 +7,8 @@ drawn from p_k, averaged over topics:
 
 - A drawn word w is the topic's own with probability e_k(w) = p_k(w) / sum_t p_t(w), its share
   of w's probability summed over the topics whose top words include w.
-- Two different words that are both the topic's own score S(i, j), the NPMI they would score
-  on a held-out set of reviews (`held_out_npmi`); the same word drawn twice scores 0.
+- Two different words that are both the topic's own score S(i, j): the NPMI they would score
+  on a held-out set of reviews (`held_out_npmi`). The same word drawn twice scores 0.
 - A pair with a draw that is not the topic's own scores -1, as a pair never seen together does.
 
 So a topic gains by owning a group of words that occur together, not by adding the generic
@@ -17,7 +17,7 @@ documents show together only a few times as likely never seen together, which is
 held-out set a fraction of their size scores it.
 
 In bench/ntm.py on MARC English reviews, weight 10 raised the test-split NPMI from -0.41 to
--0.18 at TU 0.88 (BENCHMARKS.md). The term never enters the reported losses.
+-0.19 at TU 0.88 (BENCHMARKS.md). The term never enters the reported losses.
 """
 
 from __future__ import annotations
@@ -36,16 +36,17 @@ logger = logging.getLogger(__name__)
 # The term covers at most this many words, the most frequent ones by document frequency, so
 # that its (words x words) matrix stays at 100 MB in float32 for large vocabularies.
 MAX_COHERENCE_WORDS = 5000
-# Words per topic the term looks at: the topics block's and topic uniqueness's 20.
+# Words per topic the term looks at: the 20 that the topics block lists and TU counts.
 TOP_WORDS = 20
-# The held-out set S(i, j) stands for, as a fraction of the training documents: 1/8, the
-# test split of an 80/10/10 split, as bench/ntm.py makes.
+# Size of the held-out set that S(i, j) models, as a fraction of the training documents: the
+# test split of an 80/10/10 split, as bench/ntm.py makes it.
 HELD_OUT_FRACTION = 1 / 8
 
 
 def held_out_npmi(co_counts: np.ndarray, n_documents: int) -> np.ndarray:
-    """The NPMI a held-out set of HELD_OUT_FRACTION times `n_documents` reviews would give
-    each pair, from training co-occurrence counts with document frequencies on the diagonal.
+    """Estimate the NPMI that a held-out set of HELD_OUT_FRACTION times `n_documents` reviews
+    would give each pair, from training co-occurrence counts with document frequencies on the
+    diagonal.
 
     A pair seen together in c training documents is seen together in HELD_OUT_FRACTION * c
     held-out ones on average, so in none with probability exp(-HELD_OUT_FRACTION * c), and
@@ -96,7 +97,8 @@ class CoherenceTerm:
                    torch.from_numpy(scores.astype(np.float32)).to(device))
 
     def __call__(self, projection_weight: torch.Tensor) -> torch.Tensor:
-        """The term for W (vocab_size, topics); only each topic's top words get gradients."""
+        """Compute the term for W (vocab_size, topics). Only each topic's top words get
+        gradients."""
         logits = projection_weight.T.to(self.scores.dtype)          # (topics, vocab_size)
         n_top = min(TOP_WORDS, logits.shape[1])
         top = logits.detach().topk(n_top, dim=1).indices            # (topics, n_top)
@@ -114,8 +116,8 @@ class CoherenceTerm:
 
 
 def _pair_scores(term: CoherenceTerm, top: torch.Tensor) -> torch.Tensor:
-    """S(i, j) for each topic's top words: (topics, n_top, n_top), zero on the diagonal and
-    -1 for a pair with a word the term does not cover."""
+    """Gather S(i, j) for each topic's top words: (topics, n_top, n_top), zero on the
+    diagonal and -1 for a pair with a word the term does not cover."""
     position = term.position[top]                                     # (topics, n_top)
     covered = position >= 0
     rows = position.clamp(min=0)
