@@ -113,7 +113,8 @@ class CoherenceTerm:
         word_total = word_total.index_add(0, top.flatten(), probability.flatten())
         own = probability * probability / word_total[top]          # p_k(w) e_k(w)
 
-        both_own = (_pair_scores(self, top) @ own[:, :, None]).squeeze(2).mul(own).sum(dim=1)
+        pair_scores = _pair_scores(self, top)                    # (topics, n_top, n_top)
+        both_own = ((pair_scores @ own[:, :, None]).squeeze(2) * own).sum(dim=1)
         not_both_own = 1.0 - own.sum(dim=1).square()
         return (both_own - not_both_own).mean()
 
