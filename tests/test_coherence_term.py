@@ -48,9 +48,10 @@ def test_expected_score_by_hand():
     # Word totals over topics: 5/6, 7/12, 7/12. Own probability p_k(w)^2 / total(w):
     own = [(3 / 10, 3 / 28, 3 / 28), (2 / 15, 4 / 21, 4 / 21)]
 
-    def expected(o):
-        both_own = 2 * (o[0] * o[1] * TOGETHER - o[0] * o[2] - o[1] * o[2])
-        return both_own - (1 - sum(o) ** 2)
+    def expected(shares):
+        both_own = 2 * (shares[0] * shares[1] * TOGETHER - shares[0] * shares[2]
+                        - shares[1] * shares[2])
+        return both_own - (1 - sum(shares) ** 2)
 
     assert term(weight).item() == pytest.approx((expected(own[0]) + expected(own[1])) / 2)
 

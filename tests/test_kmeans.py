@@ -23,7 +23,8 @@ from review_nlp.models import kmeans as kmeans_module
 from review_nlp.models.artifact import load_artifact, save_artifact
 from review_nlp.models.kmeans import KMeans, KMeansConfig, _HostRows, _TrainingState
 from review_nlp.models.mxnet_ndarray import decode_ndarray_list
-from review_nlp.models.training import FeatureData, StopSignal
+from review_nlp.models.training import FeatureData
+from stop_signals import StopAfter
 
 # Two clusters: A = (0,0), (0,2), (3,1) with mean (1,1) and squared distances 2, 2, 4;
 # B = (20,0), (20,4) with mean (20,2) and squared distances 4, 4. Inertia 16.
@@ -296,18 +297,6 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert history == uninterrupted.history_
     assert [entry["epoch"] for entry in history] == [1, 2, 3, 4]
     assert resumed.n_steps_ == uninterrupted.n_steps_ == 4 * 6
-
-
-class StopAfter(StopSignal):
-    """A stop request that arrives after `polls` mini-batches."""
-
-    def __init__(self, polls: int):
-        super().__init__()
-        self.polls = polls
-
-    def requested(self) -> bool:
-        self.polls -= 1
-        return self.polls < 0
 
 
 @pytest.mark.parametrize("polls", [3, 5])  # mid-epoch, and the last mini-batch of epoch 1

@@ -23,6 +23,7 @@ from review_nlp.models.ntm import (
     laplace_dirichlet_prior,
 )
 from review_nlp.models.training import FeatureData, StopSignal
+from stop_signals import StopAfter
 
 # Three planted topics of 8 words each; real words so that WETC has GloVe vectors.
 VOCABULARY = [
@@ -373,18 +374,6 @@ def test_resume_rejects_changed_hyperparameters(tmp_path):
         NeuralTopicModel(tiny_config(num_topics=4)).fit(TRAIN, checkpoint_dir=tmp_path)
 
 
-class StopAfterPolls(StopSignal):
-    """A stop signal that turns on after a number of polls (one poll per mini-batch)."""
-
-    def __init__(self, polls: int):
-        super().__init__()
-        self.remaining = polls
-
-    def requested(self) -> bool:
-        self.remaining -= 1
-        return self.remaining < 0
-
-
 def test_stop_before_first_epoch_saves_initial_state(tmp_path):
     signal = StopSignal()
     signal.request()
@@ -404,7 +393,7 @@ def test_stop_mid_epoch_keeps_last_complete_epoch(tmp_path):
     with pytest.raises(TrainingStopped, match="checkpoint of epoch 1"):
         NeuralTopicModel(tiny_config()).fit(
             TRAIN, VALIDATION, checkpoint_dir=tmp_path,
-            stop_signal=StopAfterPolls(batches_per_epoch + 2))
+            stop_signal=StopAfter(batches_per_epoch + 2))
     assert (tmp_path / "checkpoint-epoch0001.pt").is_file()
     assert not (tmp_path / "checkpoint-epoch0002.pt").exists()
 

@@ -20,7 +20,8 @@ from review_nlp.models.ngram_bag import (bag_inputs, document_frequency, pretrai
                                         smooth_idf)
 from review_nlp.models.rating import RatingClassifier, RatingConfig
 from review_nlp.models.sentiment import comprehend_sentiment, sentiment_scores
-from review_nlp.models.training import Checkpointer, FeatureData, StopSignal
+from review_nlp.models.training import Checkpointer, FeatureData
+from stop_signals import StopAfter
 
 FEATURE_DIM = 40
 VOCABULARY = [f"word{i}" for i in range(FEATURE_DIM - 2)] + ["good", "not_good"]
@@ -292,18 +293,6 @@ def test_auto_decoding_picks_lower_validation_mae(train_data, validation_data):
 
 
 # --- checkpoints and resuming -----------------------------------------------------------------
-
-class StopAfter(StopSignal):
-    """Requests a stop once `requested()` has been polled `polls` times."""
-
-    def __init__(self, polls: int):
-        super().__init__()
-        self.polls = polls
-
-    def requested(self) -> bool:
-        self.polls -= 1
-        return self.polls < 0
-
 
 def test_one_checkpoint_per_epoch(train_data, validation_data, tmp_path):
     model = RatingClassifier(small_config(epochs=3))

@@ -63,8 +63,8 @@ class CoherenceTerm:
     """Held-out NPMI of word pairs, and the topics' expected score under it."""
 
     def __init__(self, position: torch.Tensor, scores: torch.Tensor):
-        # position[w]: row of vocabulary word w in `scores`, -1 for a word the term does not
-        # cover; scores: (covered words, covered words) held-out NPMI.
+        # position[w] is the row of vocabulary word w in `scores`, or -1 for a word the term
+        # does not cover. `scores` is the (covered words, covered words) held-out NPMI.
         self.position = position
         self.scores = scores
 
